@@ -1,0 +1,177 @@
+"""Who a call is billed to: the customer context.
+
+The customer lives in a `contextvars.ContextVar`, so it follows asyncio tasks (each task copies the context
+it was created in) and stays separate between threads. Precedence for a call: the `customer_id=` keyword on
+the call, then the innermost `customer(...)` block, then the default (`CMDRDATA_CUSTOMER_ID` or
+`patch(customer_id=...)`). A call with none of these is still recorded, with `customer_id: null`.
+
+Metadata is validated and snapshotted when it enters (a JSON round trip), so a caller mutating its dict
+afterwards changes nothing that we send, and a value that cannot be serialized fails at the call site with a
+clear `ValueError` instead of deep inside the background thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import json
+from typing import Any, Callable, NamedTuple, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+MAX_CUSTOMER_ID_LENGTH = 256
+
+
+class CustomerContext(NamedTuple):
+    """The customer and metadata active in the current context."""
+
+    customer_id: str | None
+    metadata: dict[str, Any] | None
+
+
+_EMPTY = CustomerContext(None, None)
+_current: contextvars.ContextVar[CustomerContext] = contextvars.ContextVar(
+    "cmdrdata_customer", default=_EMPTY
+)
+_default_customer: list[str | None] = [None]  # set by patch(); a list so readers need no global statement
+
+
+def validate_customer_id(value: Any) -> str:
+    """Return `value` if it is a usable customer id; raise `ValueError` naming the value otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f"customer_id must be a string, got {type(value).__name__} {value!r}; "
+            f"pass str(your_id) if your ids are numbers"
+        )
+    if not value or len(value) > MAX_CUSTOMER_ID_LENGTH or not value.isprintable():
+        raise ValueError(
+            f"customer_id {value!r} is not valid: it must be 1 to {MAX_CUSTOMER_ID_LENGTH} printable "
+            "characters (no newlines or control characters)"
+        )
+    return value
+
+
+def snapshot_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
+    """Validate that `value` is a JSON-serializable dict and return a deep, independent copy of it."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a dict, got {type(value).__name__} {value!r:.200}")
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{what} {value!r:.200} is not JSON-serializable ({exc}); use strings, numbers, booleans, "
+            "None, lists and dicts"
+        ) from None
+    return copied
+
+
+def set_default_customer(customer_id: str | None) -> None:
+    """Set the process-wide default customer (used when no call keyword or context names one)."""
+    _default_customer[0] = None if customer_id is None else validate_customer_id(customer_id)
+
+
+def current() -> CustomerContext:
+    """The customer context in force here (the default customer when no block is active)."""
+    ctx = _current.get()
+    if ctx.customer_id is None and _default_customer[0] is not None:
+        return CustomerContext(_default_customer[0], ctx.metadata)
+    return ctx
+
+
+class customer:  # noqa: N801 - used like a function: `with customer("acme"):`
+    """Attribute every OpenAI call inside the block (or decorated function) to `customer_id`.
+
+    ``with cmdrdata.customer("acme", plan="pro"):`` and ``@cmdrdata.customer("acme")`` (on sync or async
+    functions) both work; blocks nest, and metadata of an inner block is merged over the outer one.
+    """
+
+    def __init__(self, customer_id: str, **metadata: Any) -> None:
+        self._customer_id = validate_customer_id(customer_id)
+        self._metadata = snapshot_metadata(metadata) if metadata else None
+        self._tokens: list[contextvars.Token[CustomerContext]] = []
+
+    def _context(self) -> CustomerContext:
+        outer = _current.get()
+        if outer.metadata and self._metadata:
+            merged: dict[str, Any] | None = {**outer.metadata, **self._metadata}
+        else:
+            merged = self._metadata or outer.metadata
+        return CustomerContext(self._customer_id, merged)
+
+    def __enter__(self) -> customer:
+        self._tokens.append(_current.set(self._context()))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> customer:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__(*exc_info)
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = _current.set(self._context())
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _current.reset(token)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _current.set(self._context())
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        return wrapper  # type: ignore[return-value]
+
+
+def carry_context(func: Callable[..., T]) -> Callable[..., T]:
+    """Bind `func` to a copy of the current context, for thread pools and executors.
+
+    ``pool.submit(cmdrdata.carry_context(work), item)`` runs `work` with the customer that was active where
+    it was submitted (a plain `ThreadPoolExecutor` would run it with no customer at all).
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> T:
+        return ctx.run(func, *args, **kwargs)
+
+    return run
+
+
+# --- the seed's legacy helpers, kept for drop-in compatibility ------------------------------------------
+
+
+def set_customer_context(customer_id: str, **metadata: Any) -> None:
+    """Set the customer for the rest of the current context (thread or task). Prefer `customer(...)`."""
+    _current.set(
+        CustomerContext(validate_customer_id(customer_id), snapshot_metadata(metadata) if metadata else None)
+    )
+
+
+def get_customer_context() -> str | None:
+    """The customer id in force here, or None."""
+    return current().customer_id
+
+
+def clear_customer_context() -> None:
+    """Forget the customer set by `set_customer_context` in the current context."""
+    _current.set(_EMPTY)
+
+
+def customer_context(customer_id: str, **metadata: Any) -> customer:
+    """The seed's name for `customer(...)`: ``with customer_context("acme"):``."""
+    return customer(customer_id, **metadata)

@@ -1,0 +1,101 @@
+"""The version-compatibility table: what to patch, on which `openai` releases. Data only.
+
+Each row names one resource method by its module and `Class.method`, the API it bills (the event's `api`
+field), and the first and last `openai` release that has it (both inclusive; `last=None` means "still
+present in the newest release checked"). The async twin (`AsyncClass.method`, same module, same range) is
+patched with every row. Ranges come from `../shared/research/openai_surface.md` and are proven against
+every published wheel by `python -m tools.verify_targets` (see docs/compatibility.md).
+
+Methods that reach the server through a row that is already patched are deliberately absent, so one call
+is billed once: the `.stream()` helpers (they call `create`), and on 1.40-1.49 beta `parse` calls `create`
+too (the wrappers' nesting guard handles that, so the row can keep its full range).
+
+Adding an endpoint is adding a row. `patching.py` never names an endpoint itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+# The newest `openai` release this table was verified against (by tools/verify_targets.py).
+VERIFIED_UP_TO = "3.57.0"
+OLDEST_SUPPORTED = "1.0.0"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One patch target: a resource method and the releases that have it."""
+
+    module: str
+    attr: str  # "Class.method"
+    api: str  # the event's `api` field
+    first: str
+    last: Optional[str] = None
+    # chat/completions streams report usage only when asked: the row may get `stream_options` injected
+    inject_stream_usage: bool = False
+
+    @property
+    def class_name(self) -> str:
+        return self.attr.split(".", 1)[0]
+
+    @property
+    def method_name(self) -> str:
+        return self.attr.split(".", 1)[1]
+
+    @property
+    def async_attr(self) -> str:
+        return f"Async{self.attr}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}:{self.attr}"
+
+    def covers(self, version: str) -> bool:
+        """True when `version` lies inside this row's range."""
+        v = parse_version(version)
+        if v < parse_version(self.first):
+            return False
+        return self.last is None or v <= parse_version(self.last)
+
+
+R = "openai.resources."
+
+TARGETS: tuple[Target, ...] = (
+    Target(R + "chat.completions", "Completions.create", "chat.completions", "1.0.0", None, True),
+    Target(R + "chat.completions.completions", "Completions.parse", "chat.completions", "1.92.0"),
+    Target(R + "beta.chat.completions", "Completions.parse", "chat.completions", "1.40.0", "1.91.0"),
+    Target(R + "completions", "Completions.create", "completions", "1.0.0", None, True),
+    Target(R + "edits", "Edits.create", "edits", "1.0.0", "1.7.1"),
+    Target(R + "embeddings", "Embeddings.create", "embeddings", "1.0.0"),
+    Target(R + "responses.responses", "Responses.create", "responses", "1.66.0"),
+    Target(R + "responses.responses", "Responses.parse", "responses", "1.66.0"),
+    Target(R + "beta.responses.responses", "Responses.create", "responses", "2.45.0"),
+    Target(R + "images", "Images.generate", "images", "1.0.0"),
+    Target(R + "images", "Images.edit", "images", "1.0.0"),
+    Target(R + "images", "Images.create_variation", "images", "1.0.0"),
+    Target(R + "audio.transcriptions", "Transcriptions.create", "audio.transcriptions", "1.0.0"),
+    Target(R + "audio.translations", "Translations.create", "audio.translations", "1.0.0"),
+    Target(R + "audio.speech", "Speech.create", "audio.speech", "1.1.0"),
+)
+
+_NUM = re.compile(r"\d+")
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """'1.66.5' -> (1, 66, 5). Pre-release tags are ignored ('2.0.0rc1' -> (2, 0, 0))."""
+    core = re.split(r"[^0-9.]", version.strip(), maxsplit=1)[0]
+    parts = tuple(int(p) for p in _NUM.findall(core)[:3])
+    return parts + (0,) * (3 - len(parts))
+
+
+def targets_for(version: str) -> list[Target]:
+    """The rows whose range covers `version`. On a release newer than `VERIFIED_UP_TO`, rows still open
+    (`last=None`) apply: they are tried, and any that does not resolve is skipped and reported."""
+    return [t for t in TARGETS if t.covers(version)]
+
+
+def is_newer_than_verified(version: str) -> bool:
+    """True when `version` is newer than the newest release the table was verified against."""
+    return parse_version(version) > parse_version(VERIFIED_UP_TO)
