@@ -1,5 +1,71 @@
-"""cmdrdata-autopatch: bill every OpenAI call in a process to the right customer, with no code changes."""
+"""cmdrdata-autopatch: bill every OpenAI call in a process to the right customer, with no code changes.
+
+    import cmdrdata_autopatch as cmdrdata
+    cmdrdata.patch()                      # every OpenAI client, sync and async, Azure too
+    with cmdrdata.customer("acme", plan="pro"):
+        client.chat.completions.create(...)  # one usage event, billed to "acme"
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from ._version import __version__
+from .context import (
+    carry_context,
+    clear_customer_context,
+    customer,
+    customer_context,
+    get_customer_context,
+    set_customer_context,
+)
+from .events import UsageEvent
+from .exporter import MemoryExporter
+from .patching import current_settings, get_exporter, is_patched, patch, patch_status, unpatch
 
-__all__ = ["__version__"]
+
+def flush(timeout: float = 5.0) -> Any:
+    """Deliver what has been recorded so far, waiting at most `timeout` seconds."""
+    recorder = get_exporter()
+    method = getattr(recorder, "flush", None)
+    return method(timeout) if callable(method) else None
+
+
+def shutdown(timeout: float = 2.0) -> Any:
+    """Flush, then stop the exporter (serverless handlers call this at the end of an invocation)."""
+    recorder = get_exporter()
+    method = getattr(recorder, "shutdown", None)
+    return method(timeout) if callable(method) else None
+
+
+def stats() -> dict[str, Any]:
+    """Delivery counters of the active exporter, plus our own internal error counts."""
+    from .diagnostics import internal_errors
+
+    recorder = get_exporter()
+    method = getattr(recorder, "stats", None)
+    out: dict[str, Any] = dict(method()) if callable(method) else {}
+    out["internal_errors"] = internal_errors()
+    return out
+
+
+__all__ = [
+    "MemoryExporter",
+    "UsageEvent",
+    "__version__",
+    "carry_context",
+    "clear_customer_context",
+    "current_settings",
+    "customer",
+    "customer_context",
+    "flush",
+    "get_customer_context",
+    "get_exporter",
+    "is_patched",
+    "patch",
+    "patch_status",
+    "set_customer_context",
+    "shutdown",
+    "stats",
+    "unpatch",
+]
