@@ -6,9 +6,10 @@ present in the newest release checked"). The async twin (`AsyncClass.method`, sa
 patched with every row. Ranges come from `../shared/research/openai_surface.md` and are proven against
 every published wheel by `python -m tools.verify_targets` (see docs/compatibility.md).
 
-Methods that reach the server through a row that is already patched are deliberately absent, so one call
-is billed once: the `.stream()` helpers (they call `create`), and on 1.40-1.49 beta `parse` calls `create`
-too (the wrappers' nesting guard handles that, so the row can keep its full range).
+One call is billed once. The `.stream()` helpers reach the server through `create`, so their rows are
+`delegates=True`: wrapped only so that `customer_id=` works on them too, never recording. On 1.40-1.49
+beta `parse` calls `create` as well; the wrappers' nesting guard bills the outer call, so that row keeps
+its full range.
 
 Adding an endpoint is adding a row. `patching.py` never names an endpoint itself.
 """
@@ -35,6 +36,9 @@ class Target:
     last: Optional[str] = None
     # chat/completions streams report usage only when asked: the row may get `stream_options` injected
     inject_stream_usage: bool = False
+    # the method reaches the server through another row (the `.stream()` helpers call `create`): it is
+    # wrapped only to take our keywords off and hand the attribution down, never to record
+    delegates: bool = False
 
     @property
     def class_name(self) -> str:
@@ -66,11 +70,14 @@ TARGETS: tuple[Target, ...] = (
     Target(R + "chat.completions", "Completions.create", "chat.completions", "1.0.0", None, True),
     Target(R + "chat.completions.completions", "Completions.parse", "chat.completions", "1.92.0"),
     Target(R + "beta.chat.completions", "Completions.parse", "chat.completions", "1.40.0", "1.91.0"),
+    Target(R + "chat.completions.completions", "Completions.stream", "chat.completions", "1.92.0", delegates=True),
+    Target(R + "beta.chat.completions", "Completions.stream", "chat.completions", "1.40.0", "1.91.0", delegates=True),
     Target(R + "completions", "Completions.create", "completions", "1.0.0", None, True),
     Target(R + "edits", "Edits.create", "edits", "1.0.0", "1.7.1"),
     Target(R + "embeddings", "Embeddings.create", "embeddings", "1.0.0"),
     Target(R + "responses.responses", "Responses.create", "responses", "1.66.0"),
     Target(R + "responses.responses", "Responses.parse", "responses", "1.66.0"),
+    Target(R + "responses.responses", "Responses.stream", "responses", "1.66.0", delegates=True),
     Target(R + "beta.responses.responses", "Responses.create", "responses", "2.45.0"),
     Target(R + "images", "Images.generate", "images", "1.0.0"),
     Target(R + "images", "Images.edit", "images", "1.0.0"),

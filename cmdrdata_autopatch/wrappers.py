@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import os
 import time
 import weakref
 from typing import Any, Callable
@@ -31,6 +32,12 @@ from .usage import provider_of, resolve_event
 
 RAW_HEADER = "X-Stainless-Raw-Response"
 OUR_KWARGS = ("customer_id", "cmdrdata_metadata", "track_usage")
+# How a `.stream()` helper hands `customer_id=` down to the `create` it calls later (at the manager's
+# `__enter__`, possibly in another context): an opaque token in `extra_headers`, which the `create` wrapper
+# takes out again before the request is built. Only the token would ever travel, never the customer id.
+ATTRIBUTION_HEADER = "X-Cmdrdata-Attribution"
+_MAX_PENDING = 10_000
+_pending_attribution: dict[str, tuple[Any, Any, bool]] = {}
 
 _inside_call: contextvars.ContextVar[bool] = contextvars.ContextVar("cmdrdata_inside_call", default=False)
 
@@ -167,6 +174,16 @@ def _take_our_kwargs(kwargs: dict[str, Any]) -> tuple[Any, Any, bool]:
     customer_id = kwargs.pop("customer_id", None)
     metadata = kwargs.pop("cmdrdata_metadata", None)
     track = kwargs.pop("track_usage", True)
+    headers = kwargs.get("extra_headers")
+    if type(headers) is dict and ATTRIBUTION_HEADER in headers:
+        headers = dict(headers)
+        handed_down = _pending_attribution.pop(headers.pop(ATTRIBUTION_HEADER), None)
+        kwargs["extra_headers"] = headers
+        if handed_down is not None:
+            customer_id = customer_id if customer_id is not None else handed_down[0]
+            metadata = metadata if metadata is not None else handed_down[1]
+            track = track and handed_down[2]
+        return customer_id, metadata, track is not False  # validated by the helper's wrapper
     if customer_id is not None:
         context.validate_customer_id(customer_id)
     if metadata is not None:
@@ -319,8 +336,23 @@ def _finish(api: str, call: _Call, result: Any, hide_usage: bool, raw: Any) -> A
         return result
 
 
+def _delegate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """For helpers that call `create` later: take our keywords off and hand them down via a token."""
+    customer_id, metadata, track = _take_our_kwargs(kwargs)
+    if (customer_id is not None or metadata is not None or not track) and "response_id" not in kwargs:
+        token = os.urandom(12).hex()
+        if len(_pending_attribution) >= _MAX_PENDING:  # managers created and never entered
+            _pending_attribution.pop(next(iter(_pending_attribution)), None)
+        _pending_attribution[token] = (customer_id, metadata, track)
+        headers = kwargs.get("extra_headers")
+        kwargs["extra_headers"] = {**(headers if isinstance(headers, dict) else {}), ATTRIBUTION_HEADER: token}
+    return wrapped(*args, **kwargs)
+
+
 def make_wrappers(target: Target) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The (sync, async) wrapt wrapper functions for one table row."""
+    if target.delegates:
+        return _delegate_wrapper, _delegate_wrapper
     api = target.api
     injectable = target.inject_stream_usage
 

@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests never reach the internet: OpenAI is `tests/fake_openai.py` (mock transport or a
+loopback server), CmdrData is a loopback server the delivery tests start themselves."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+import cmdrdata_autopatch as cmdrdata
+from cmdrdata_autopatch.diagnostics import reset_internal_errors
+
+from .fake_openai import FakeOpenAI, LoopbackOpenAI
+
+# Never let a developer's environment leak into the tests.
+for _name in list(os.environ):
+    if _name.startswith("CMDRDATA_"):
+        del os.environ[_name]
+
+
+@pytest.fixture
+def fake() -> FakeOpenAI:
+    return FakeOpenAI()
+
+
+@pytest.fixture
+def memory() -> Iterator[cmdrdata.MemoryExporter]:
+    """patch() with the in-memory exporter; unpatch() afterwards."""
+    reset_internal_errors()
+    cmdrdata.patch(exporter="memory")
+    exporter = cmdrdata.get_exporter()
+    assert isinstance(exporter, cmdrdata.MemoryExporter)
+    try:
+        yield exporter
+    finally:
+        cmdrdata.unpatch()
+
+
+@pytest.fixture
+def loopback(fake: FakeOpenAI) -> Iterator[LoopbackOpenAI]:
+    server = LoopbackOpenAI(fake)
+    try:
+        yield server
+    finally:
+        server.close()

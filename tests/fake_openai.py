@@ -1,0 +1,324 @@
+"""A fake OpenAI API for the tests: canned responses in OpenAI's wire format, SSE streams included.
+
+It is served two ways, both driving the real `openai` client: as an in-memory `MockTransport` (from
+`httpx2` on openai >= 3, `httpx` before), and as a loopback HTTP server on 127.0.0.1 for end-to-end tests.
+Every request is kept (`FakeOpenAI.requests`) so tests can assert what reached "OpenAI".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+import openai
+
+from cmdrdata_autopatch.targets import parse_version
+
+OPENAI_VERSION = parse_version(openai.__version__)
+
+if OPENAI_VERSION >= (3, 0, 0):
+    import httpx2 as httpx_mod
+else:
+    import httpx as httpx_mod  # type: ignore[no-redef]
+
+CHAT_USAGE = {
+    "prompt_tokens": 11,
+    "completion_tokens": 7,
+    "total_tokens": 18,
+    "prompt_tokens_details": {"cached_tokens": 3},
+    "completion_tokens_details": {"reasoning_tokens": 2},
+}
+RESPONSES_USAGE = {
+    "input_tokens": 21,
+    "output_tokens": 9,
+    "total_tokens": 30,
+    "input_tokens_details": {"cached_tokens": 4},
+    "output_tokens_details": {"reasoning_tokens": 5},
+}
+
+
+def chat_completion(model: str = "gpt-4o-2024-08-06", usage: Any = CHAT_USAGE, content: str = "Hello!") -> dict:
+    return {
+        "id": "chatcmpl-123",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def chat_chunks(include_usage: bool, n: int = 5, model: str = "gpt-4o-2024-08-06") -> list[dict]:
+    base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    for i in range(n):
+        chunks.append({**base, "choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]})
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if include_usage:
+        for c in chunks:
+            c["usage"] = None
+        chunks.append({**base, "choices": [], "usage": CHAT_USAGE})
+    return chunks
+
+
+def completion_chunks(include_usage: bool, n: int = 3) -> list[dict]:
+    base = {"id": "cmpl-s", "object": "text_completion", "created": 1700000000, "model": "gpt-3.5-turbo-instruct"}
+    chunks = [{**base, "choices": [{"index": 0, "text": f"t{i}", "finish_reason": None, "logprobs": None}]} for i in range(n)]
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": CHAT_USAGE})
+    return chunks
+
+
+def response_object(usage: Any = RESPONSES_USAGE) -> dict:
+    return {
+        "id": "resp_123",
+        "object": "response",
+        "created_at": 1700000000,
+        "model": "gpt-4.1-2025-04-14",
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Hi there", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    }
+
+
+def response_events() -> list[dict]:
+    created = {**response_object(usage=None), "status": "in_progress", "output": []}
+    return [
+        {"type": "response.created", "sequence_number": 0, "response": created},
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 1,
+            "output_index": 0,
+            "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "sequence_number": 2,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []},
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 3,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "Hi there",
+            "logprobs": [],
+        },
+        {"type": "response.completed", "sequence_number": 4, "response": response_object()},
+    ]
+
+
+def sse(events: list[dict], with_event_names: bool = False) -> bytes:
+    out = []
+    for ev in events:
+        if with_event_names:
+            out.append(f"event: {ev['type']}\n")
+        out.append(f"data: {json.dumps(ev)}\n\n")
+    out.append("data: [DONE]\n\n")
+    return "".join(out).encode()
+
+
+ROUTES = (  # longest first: "/images/edits" must not be taken for "/edits"
+    "/chat/completions",
+    "/images/generations",
+    "/images/edits",
+    "/images/variations",
+    "/completions",
+    "/edits",
+    "/embeddings",
+    "/responses",
+    "/audio/transcriptions",
+    "/audio/translations",
+    "/audio/speech",
+)
+
+
+def _route(path: str) -> str:
+    """The API route of a request path: OpenAI's `/v1/...` and Azure's `/openai/deployments/x/...` alike."""
+    path = path.split("?", 1)[0]
+    for route in ROUTES:
+        if path.endswith(route):
+            return route
+    return path
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeOpenAI:
+    """Routes by path; `overrides[path]` replaces the canned answer with (status, json) or a callable."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    chat_usage: Any = field(default_factory=lambda: dict(CHAT_USAGE))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            self.requests.append(Recorded(method, path, headers, body))
+        key = _route(path)
+        json_headers = {"content-type": "application/json", "x-request-id": "req_test_123"}
+        sse_headers = {"content-type": "text/event-stream", "x-request-id": "req_stream_123"}
+        if key in self.overrides:
+            override = self.overrides[key]
+            if callable(override):
+                return override(method, path, headers, body)  # type: ignore[no-any-return]
+            status, payload = override
+            return status, json_headers, json.dumps(payload).encode()
+        req: dict[str, Any] = {}
+        if headers.get("content-type", "").startswith("application/json") and body:
+            req = json.loads(body)
+        stream = bool(req.get("stream"))
+        include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        if key == "/chat/completions":
+            if stream:
+                return 200, sse_headers, sse(chat_chunks(include_usage))
+            return 200, json_headers, json.dumps(chat_completion(usage=self.chat_usage)).encode()
+        if key == "/completions":
+            if stream:
+                return 200, sse_headers, sse(completion_chunks(include_usage))
+            payload = {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "created": 1700000000,
+                "model": "gpt-3.5-turbo-instruct",
+                "choices": [{"index": 0, "text": "done", "finish_reason": "stop", "logprobs": None}],
+                "usage": CHAT_USAGE,
+            }
+            return 200, json_headers, json.dumps(payload).encode()
+        if key == "/edits":
+            payload = {
+                "object": "edit",
+                "created": 1700000000,
+                "choices": [{"index": 0, "text": "fixed", "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+            }
+            return 200, json_headers, json.dumps(payload).encode()
+        if key == "/embeddings":
+            payload = {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                "model": "text-embedding-3-small",
+                "usage": {"prompt_tokens": 6, "total_tokens": 6},
+            }
+            return 200, json_headers, json.dumps(payload).encode()
+        if key == "/responses":
+            if stream:
+                return 200, sse_headers, sse(response_events(), with_event_names=True)
+            return 200, json_headers, json.dumps(response_object()).encode()
+        if key.startswith("/images/"):
+            payload = {
+                "created": 1700000000,
+                "data": [{"url": "https://example.invalid/a.png"}, {"url": "https://example.invalid/b.png"}],
+                "usage": {
+                    "input_tokens": 50,
+                    "output_tokens": 4000,
+                    "total_tokens": 4050,
+                    "input_tokens_details": {"image_tokens": 40, "text_tokens": 10},
+                },
+            }
+            if key == "/images/variations":
+                payload.pop("usage")
+            return 200, json_headers, json.dumps(payload).encode()
+        if key == "/audio/transcriptions":
+            payload = {"text": "hello world", "usage": {"type": "duration", "seconds": 7.5}}
+            return 200, json_headers, json.dumps(payload).encode()
+        if key == "/audio/translations":
+            return 200, json_headers, json.dumps({"text": "hello world"}).encode()
+        if key == "/audio/speech":
+            return 200, {"content-type": "audio/mpeg", "x-request-id": "req_speech"}, b"ID3fakeaudio"
+        return 404, json_headers, json.dumps({"error": {"message": f"no route {path}", "code": "not_found"}}).encode()
+
+    # --- as an in-memory transport ---------------------------------------------------------------
+
+    def handler(self, request: Any) -> Any:
+        status, headers, body = self.answer(
+            request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()}, request.read()
+        )
+        return httpx_mod.Response(status, headers=headers, content=body)
+
+    def client(self, cls: Callable[..., Any] = openai.OpenAI, **kwargs: Any) -> Any:
+        kwargs.setdefault("api_key", "sk-test-0123456789abcdef")
+        kwargs.setdefault("max_retries", 0)
+        http_client = httpx_mod.Client(transport=httpx_mod.MockTransport(self.handler))
+        return cls(http_client=http_client, **kwargs)
+
+    def async_client(self, cls: Callable[..., Any] = openai.AsyncOpenAI, **kwargs: Any) -> Any:
+        kwargs.setdefault("api_key", "sk-test-0123456789abcdef")
+        kwargs.setdefault("max_retries", 0)
+        http_client = httpx_mod.AsyncClient(transport=httpx_mod.MockTransport(self.handler))
+        return cls(http_client=http_client, **kwargs)
+
+
+class LoopbackOpenAI:
+    """The same fake, served over real HTTP on 127.0.0.1 (SSE streamed as written)."""
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        self.fake = fake
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                status, headers, payload = outer.fake.answer(
+                    "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
