@@ -1,14 +1,14 @@
 """cmdrdata-autopatch: bill every OpenAI call in a process to the right customer, with no code changes.
 
-    import cmdrdata_autopatch as cmdrdata
-    cmdrdata.patch()                      # every OpenAI client, sync and async, Azure too
-    with cmdrdata.customer("acme", plan="pro"):
-        client.chat.completions.create(...)  # one usage event, billed to "acme"
+import cmdrdata_autopatch as cmdrdata
+cmdrdata.patch()                      # every OpenAI client, sync and async, Azure too
+with cmdrdata.customer("acme", plan="pro"):
+    client.chat.completions.create(...)  # one usage event, billed to "acme"
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .context import (
@@ -22,6 +22,20 @@ from .context import (
 from .events import UsageEvent
 from .exporter import MemoryExporter
 from .patching import current_settings, get_exporter, is_patched, patch, patch_status, unpatch
+
+if TYPE_CHECKING:
+    from .client import AsyncTrackedOpenAI, TrackedOpenAI, UsageTracker
+
+_CLIENT_NAMES = ("AsyncTrackedOpenAI", "TrackedOpenAI", "UsageTracker")
+
+
+def __getattr__(name: str) -> Any:
+    """The drop-in clients load on first use: they need `openai`, the rest of the package does not."""
+    if name in _CLIENT_NAMES:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def flush(timeout: float = 5.0) -> Any:
@@ -50,8 +64,11 @@ def stats() -> dict[str, Any]:
 
 
 __all__ = [
+    "AsyncTrackedOpenAI",
     "MemoryExporter",
+    "TrackedOpenAI",
     "UsageEvent",
+    "UsageTracker",
     "__version__",
     "carry_context",
     "clear_customer_context",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "https://api.cmdrdata.ai/api/events"
@@ -93,7 +94,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def validate_endpoint(value: str, source: str = "CMDRDATA_ENDPOINT") -> str:
-    """Accept an https URL, or plain http only to a loopback host (a key must never cross a network in clear)."""
+    """Accept an https URL, or plain http to a loopback host only (a key never crosses a network in clear)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{source}={value!r} is not a URL; expected https://host/path")

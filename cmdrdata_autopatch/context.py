@@ -80,7 +80,7 @@ def current() -> CustomerContext:
     return ctx
 
 
-class customer:  # noqa: N801 - used like a function: `with customer("acme"):`
+class customer:
     """Attribute every OpenAI call inside the block (or decorated function) to `customer_id`.
 
     ``with cmdrdata.customer("acme", plan="pro"):`` and ``@cmdrdata.customer("acme")`` (on sync or async

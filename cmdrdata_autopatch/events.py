@@ -199,7 +199,7 @@ class UsageEvent:
         event._id_bytes = uuid.UUID(str(wire["event_id"])).bytes
         event._wire = dict(wire)
         event._json = None
-        event.api = wire.get("api")
+        event.api = str(wire.get("api") or "")
         event.request_start_time = float(wire.get("request_start_time") or 0.0)
         event.latency_s = float(wire.get("latency_ms") or 0.0) / 1000.0
         event.streaming = bool(wire.get("streaming"))

@@ -78,7 +78,7 @@ def _wrap_method(cls: type, name: str, wrapper_fn: Any, key: str) -> bool:
         original = current
         to_wrap = current
     wrapper = wrapt.FunctionWrapper(to_wrap, wrapper_fn)
-    wrapper._self_cmdrdata = True
+    setattr(wrapper, "_self_cmdrdata", True)  # noqa: B010 - a proxy attribute wrapt keeps on the wrapper
     setattr(cls, name, wrapper)
     _registry.applied[key] = _Applied(cls, name, original, wrapper)
     return True
@@ -224,7 +224,9 @@ def unpatch() -> None:
             current = applied.cls.__dict__.get(applied.name)
             if current is not applied.wrapper:
                 # someone wrapped on top of us: leave their wrapper, ours passes through (recorder None)
-                logger.debug("cmdrdata-autopatch: %s.%s was re-wrapped by another library", applied.cls, applied.name)
+                logger.debug(
+                    "cmdrdata-autopatch: %s.%s was re-wrapped by another library", applied.cls, applied.name
+                )
                 continue
             if applied.original is None:
                 delattr(applied.cls, applied.name)

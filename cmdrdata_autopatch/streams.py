@@ -21,17 +21,26 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import wrapt
+
+if TYPE_CHECKING:  # wrapt's own typing differs between releases; the proxies need only this much of it
+
+    class _Proxy:
+        __wrapped__: Any
+
+        def __init__(self, wrapped: Any) -> None: ...
+
+else:
+    _Proxy = wrapt.ObjectProxy
 
 from .diagnostics import report_internal_error
 from .events import UsageEvent
 
 _RESPONSE_DONE = frozenset(("response.completed", "response.incomplete", "response.failed"))
-_STREAM_USAGE_DONE = frozenset(
-    ("image_generation.completed", "image_edit.completed", "transcript.text.done")
-)
+_STREAM_USAGE_DONE = frozenset(("image_generation.completed", "image_edit.completed", "transcript.text.done"))
 
 
 class StreamCapture:
@@ -86,9 +95,7 @@ class StreamCapture:
             usage = getattr(item, "usage", None)
             if usage is not None:
                 self.usage_holder = item
-                if self.hide_usage_chunk and not getattr(item, "choices", None):
-                    return True
-                return False
+                return self.hide_usage_chunk and not getattr(item, "choices", None)
             if not self.typed_events:
                 return False
             kind = getattr(item, "type", None)
@@ -137,7 +144,7 @@ def _enter_of(wrapped: Any, name: str) -> Callable[..., Any]:
     return method  # type: ignore[no-any-return]
 
 
-class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class StreamProxy(_Proxy):
     """A sync `openai.Stream` that bills itself once."""
 
     def __init__(self, wrapped: Any, capture: StreamCapture) -> None:
@@ -199,7 +206,7 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             pass
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class AsyncStreamProxy(_Proxy):
     """An async `openai.AsyncStream` that bills itself once."""
 
     def __init__(self, wrapped: Any, capture: StreamCapture) -> None:

@@ -70,8 +70,17 @@ TARGETS: tuple[Target, ...] = (
     Target(R + "chat.completions", "Completions.create", "chat.completions", "1.0.0", None, True),
     Target(R + "chat.completions.completions", "Completions.parse", "chat.completions", "1.92.0"),
     Target(R + "beta.chat.completions", "Completions.parse", "chat.completions", "1.40.0", "1.91.0"),
-    Target(R + "chat.completions.completions", "Completions.stream", "chat.completions", "1.92.0", delegates=True),
-    Target(R + "beta.chat.completions", "Completions.stream", "chat.completions", "1.40.0", "1.91.0", delegates=True),
+    Target(
+        R + "chat.completions.completions", "Completions.stream", "chat.completions", "1.92.0", delegates=True
+    ),
+    Target(
+        R + "beta.chat.completions",
+        "Completions.stream",
+        "chat.completions",
+        "1.40.0",
+        "1.91.0",
+        delegates=True,
+    ),
     Target(R + "completions", "Completions.create", "completions", "1.0.0", None, True),
     Target(R + "edits", "Edits.create", "edits", "1.0.0", "1.7.1"),
     Target(R + "embeddings", "Embeddings.create", "embeddings", "1.0.0"),

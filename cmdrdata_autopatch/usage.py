@@ -21,7 +21,8 @@ Nothing here imports `openai`, `httpx` or `httpx2`; this module runs in the expo
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from .events import UsageEvent
 

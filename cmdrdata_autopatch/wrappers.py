@@ -66,9 +66,7 @@ def configure_openai_types(openai_version: str) -> None:
     try:
         from openai import _response
 
-        raw.extend(
-            c for c in (getattr(_response, n, None) for n in ("APIResponse", "AsyncAPIResponse")) if c
-        )
+        raw.extend(c for c in (getattr(_response, n, None) for n in ("APIResponse", "AsyncAPIResponse")) if c)
     except ImportError:  # pragma: no cover - present in every 1.x+
         pass
     try:
@@ -221,7 +219,11 @@ def _observe_sync(api: str, call: _Call, result: Any, latency: float, hide_usage
 def _stream_proxy(api: str, call: _Call, stream: Any, hide_usage: bool, proxy_cls: Any) -> Any:
     event = call.event(api, 0.0, streaming=True)
     capture = StreamCapture(
-        event, call.start_perf, lambda ev: _emit(call.recorder, ev), hide_usage, getattr(stream, "response", None)
+        event,
+        call.start_perf,
+        lambda ev: _emit(call.recorder, ev),
+        hide_usage,
+        getattr(stream, "response", None),
     )
     return proxy_cls(stream, capture)
 
@@ -320,7 +322,9 @@ def _prepare(instance: Any, kwargs: dict[str, Any], injectable: bool) -> tuple[_
         return None
     try:
         customer_id, metadata = _attribution(customer_id, metadata)
-        hide_usage = injectable and kwargs.get("stream") is True and _maybe_inject_stream_usage(kwargs, instance)
+        hide_usage = (
+            injectable and kwargs.get("stream") is True and _maybe_inject_stream_usage(kwargs, instance)
+        )
         return _Call(instance, kwargs, customer_id, metadata, recorder), hide_usage, _raw_mode(kwargs)
     except Exception as exc:
         report_internal_error("call setup", exc)
@@ -345,7 +349,10 @@ def _delegate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
             _pending_attribution.pop(next(iter(_pending_attribution)), None)
         _pending_attribution[token] = (customer_id, metadata, track)
         headers = kwargs.get("extra_headers")
-        kwargs["extra_headers"] = {**(headers if isinstance(headers, dict) else {}), ATTRIBUTION_HEADER: token}
+        kwargs["extra_headers"] = {
+            **(headers if isinstance(headers, dict) else {}),
+            ATTRIBUTION_HEADER: token,
+        }
     return wrapped(*args, **kwargs)
 
 

@@ -4,7 +4,7 @@ loopback server), CmdrData is a loopback server the delivery tests start themsel
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -29,9 +29,9 @@ class Endpoint:
     consume: Callable[[Any], Any] | None = None  # what the app does with the result
 
     def available(self) -> bool:
-        if OPENAI_VERSION < parse_version(self.first):
+        if parse_version(self.first) > OPENAI_VERSION:
             return False
-        return self.last is None or OPENAI_VERSION <= parse_version(self.last)
+        return self.last is None or parse_version(self.last) >= OPENAI_VERSION
 
 
 CHAT_EXPECT = {
@@ -87,7 +87,12 @@ ENDPOINTS = [
         "1.0.0",
         None,
         lambda c: c.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hello"),
-        {"input_tokens": 11, "output_tokens": 7, "model": "gpt-3.5-turbo-instruct", "usage_source": "reported"},
+        {
+            "input_tokens": 11,
+            "output_tokens": 7,
+            "model": "gpt-3.5-turbo-instruct",
+            "usage_source": "reported",
+        },
     ),
     Endpoint(
         "edits.create",

@@ -40,7 +40,9 @@ RESPONSES_USAGE = {
 }
 
 
-def chat_completion(model: str = "gpt-4o-2024-08-06", usage: Any = CHAT_USAGE, content: str = "Hello!") -> dict:
+def chat_completion(
+    model: str = "gpt-4o-2024-08-06", usage: Any = CHAT_USAGE, content: str = "Hello!"
+) -> dict:
     return {
         "id": "chatcmpl-123",
         "object": "chat.completion",
@@ -60,9 +62,16 @@ def chat_completion(model: str = "gpt-4o-2024-08-06", usage: Any = CHAT_USAGE, c
 
 def chat_chunks(include_usage: bool, n: int = 5, model: str = "gpt-4o-2024-08-06") -> list[dict]:
     base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
-    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    chunks = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    ]
     for i in range(n):
-        chunks.append({**base, "choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]})
+        chunks.append(
+            {**base, "choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]}
+        )
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if include_usage:
         for c in chunks:
@@ -72,8 +81,16 @@ def chat_chunks(include_usage: bool, n: int = 5, model: str = "gpt-4o-2024-08-06
 
 
 def completion_chunks(include_usage: bool, n: int = 3) -> list[dict]:
-    base = {"id": "cmpl-s", "object": "text_completion", "created": 1700000000, "model": "gpt-3.5-turbo-instruct"}
-    chunks = [{**base, "choices": [{"index": 0, "text": f"t{i}", "finish_reason": None, "logprobs": None}]} for i in range(n)]
+    base = {
+        "id": "cmpl-s",
+        "object": "text_completion",
+        "created": 1700000000,
+        "model": "gpt-3.5-turbo-instruct",
+    }
+    chunks = [
+        {**base, "choices": [{"index": 0, "text": f"t{i}", "finish_reason": None, "logprobs": None}]}
+        for i in range(n)
+    ]
     if include_usage:
         chunks.append({**base, "choices": [], "usage": CHAT_USAGE})
     return chunks
@@ -110,7 +127,13 @@ def response_events() -> list[dict]:
             "type": "response.output_item.added",
             "sequence_number": 1,
             "output_index": 0,
-            "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []},
+            "item": {
+                "type": "message",
+                "id": "msg_1",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            },
         },
         {
             "type": "response.content_part.added",
@@ -187,7 +210,9 @@ class FakeOpenAI:
     chat_usage: Any = field(default_factory=lambda: dict(CHAT_USAGE))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
             self.requests.append(Recorded(method, path, headers, body))
         key = _route(path)
@@ -261,13 +286,20 @@ class FakeOpenAI:
             return 200, json_headers, json.dumps({"text": "hello world"}).encode()
         if key == "/audio/speech":
             return 200, {"content-type": "audio/mpeg", "x-request-id": "req_speech"}, b"ID3fakeaudio"
-        return 404, json_headers, json.dumps({"error": {"message": f"no route {path}", "code": "not_found"}}).encode()
+        return (
+            404,
+            json_headers,
+            json.dumps({"error": {"message": f"no route {path}", "code": "not_found"}}).encode(),
+        )
 
     # --- as an in-memory transport ---------------------------------------------------------------
 
     def handler(self, request: Any) -> Any:
         status, headers, body = self.answer(
-            request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()}, request.read()
+            request.method,
+            request.url.path,
+            {k.lower(): v for k, v in request.headers.items()},
+            request.read(),
         )
         return httpx_mod.Response(status, headers=headers, content=body)
 

@@ -28,7 +28,9 @@ def _check(event: dict[str, Any], expect: dict[str, Any], api: str) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
-def test_sync_call_records_one_event(endpoint: Any, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_sync_call_records_one_event(
+    endpoint: Any, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.client()
     result = endpoint.call(client)
     assert result is not None
@@ -39,7 +41,9 @@ def test_sync_call_records_one_event(endpoint: Any, fake: FakeOpenAI, memory: cm
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
-def test_async_call_records_one_event(endpoint: Any, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_async_call_records_one_event(
+    endpoint: Any, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.async_client()
 
     async def main() -> Any:
@@ -68,7 +72,9 @@ def test_unpatched_call_records_nothing_and_returns_the_same_type(endpoint: Any,
     assert len(exporter.events) == 1
 
 
-def test_our_keywords_never_reach_openai_and_metadata_does(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_our_keywords_never_reach_openai_and_metadata_does(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.client()
     client.chat.completions.create(
         model="gpt-4o",
@@ -85,7 +91,9 @@ def test_our_keywords_never_reach_openai_and_metadata_does(fake: FakeOpenAI, mem
     assert event["metadata"] == {"feature": "summary"}
 
 
-def test_track_usage_false_skips_the_event_but_still_calls(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_track_usage_false_skips_the_event_but_still_calls(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.client()
     result = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, track_usage=False)
     assert result.usage.total_tokens == 18
@@ -104,13 +112,17 @@ def test_customer_precedence(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) 
     assert customers == [("default-co", None), ("context-co", {"plan": "pro"}), ("call-co", {"plan": "pro"})]
 
 
-def test_unattributed_calls_are_recorded_with_null_customer(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_unattributed_calls_are_recorded_with_null_customer(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     fake.client().embeddings.create(model="text-embedding-3-small", input="x")
     assert memory.wire()[0]["customer_id"] is None
 
 
 @pytest.mark.parametrize("bad", [123, "", "x" * 257, "bad\nid", None.__class__])
-def test_bad_customer_id_fails_before_the_request(bad: Any, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_bad_customer_id_fails_before_the_request(
+    bad: Any, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.client()
     with pytest.raises(ValueError, match="customer_id"):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES, customer_id=bad)
@@ -123,7 +135,9 @@ def test_bad_metadata_fails_before_the_request(fake: FakeOpenAI, memory: cmdrdat
     with pytest.raises(ValueError, match="cmdrdata_metadata"):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES, cmdrdata_metadata={"x": object()})
     with pytest.raises(ValueError, match="cmdrdata_metadata"):
-        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, cmdrdata_metadata=["not", "a", "dict"])
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, cmdrdata_metadata=["not", "a", "dict"]
+        )
     assert fake.requests == []
 
 
@@ -135,10 +149,18 @@ def test_metadata_is_snapshotted_at_call_time(fake: FakeOpenAI, memory: cmdrdata
     assert memory.wire()[0]["metadata"] == {"tags": ["a"], "n": 1}
 
 
-def test_api_error_is_reraised_untouched_and_recorded(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_api_error_is_reraised_untouched_and_recorded(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     fake.overrides["/chat/completions"] = (
         429,
-        {"error": {"message": "Rate limit reached for sk-proj-abcdefgh12345678", "type": "requests", "code": "rate_limit_exceeded"}},
+        {
+            "error": {
+                "message": "Rate limit reached for sk-proj-abcdefgh12345678",
+                "type": "requests",
+                "code": "rate_limit_exceeded",
+            }
+        },
     )
     client = fake.client()
     bare_exc: Any = None
@@ -186,7 +208,10 @@ def test_same_exception_object_is_raised(fake: FakeOpenAI, memory: cmdrdata.Memo
 
 
 def test_async_error_recorded_and_reraised(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
-    fake.overrides["/chat/completions"] = (500, {"error": {"message": "boom", "type": "server_error", "code": None}})
+    fake.overrides["/chat/completions"] = (
+        500,
+        {"error": {"message": "boom", "type": "server_error", "code": None}},
+    )
     client = fake.async_client()
     with pytest.raises(openai.InternalServerError):
         asyncio.run(client.chat.completions.create(model="gpt-4o", messages=MESSAGES))
@@ -196,7 +221,9 @@ def test_async_error_recorded_and_reraised(fake: FakeOpenAI, memory: cmdrdata.Me
 
 def test_raw_response_is_observed_through_parse(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
     client = fake.client()
-    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, customer_id="raw-co")
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, customer_id="raw-co"
+    )
     assert memory.events == []  # nothing until the caller parses
     assert raw.headers.get("x-request-id") == "req_test_123"
     completion = raw.parse()
@@ -221,9 +248,13 @@ def test_raw_response_never_parsed_is_still_billed(fake: FakeOpenAI, memory: cmd
 
 
 @pytest.mark.skipif(OPENAI_VERSION < (1, 8, 0), reason="with_streaming_response arrived in 1.8.0")
-def test_streaming_response_not_read_until_caller_reads(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_streaming_response_not_read_until_caller_reads(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.client()
-    with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES) as response:
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES
+    ) as response:
         assert memory.events == []
         completion = response.parse()
     assert completion.usage.prompt_tokens == 11

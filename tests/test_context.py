@@ -84,7 +84,9 @@ def test_carry_context_into_a_thread_pool(fake: FakeOpenAI, memory: cmdrdata.Mem
     assert [e["customer_id"] for e in memory.wire()] == ["pooled", None]
 
 
-def test_a_thousand_concurrent_tasks_keep_their_customers(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_a_thousand_concurrent_tasks_keep_their_customers(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     client = fake.async_client()
 
     async def one(i: int) -> None:

@@ -13,14 +13,37 @@ from .endpoints import MESSAGES
 from .fake_openai import FakeOpenAI
 
 DESIGN_FIELDS = {
-    "event_id", "timestamp", "customer_id", "provider", "model", "api", "input_tokens", "output_tokens",
-    "total_tokens", "cached_input_tokens", "reasoning_tokens", "usage_details", "usage_source", "streaming",
-    "request_id", "request_start_time", "request_end_time", "latency_ms", "time_to_first_token_ms",
-    "error_occurred", "error_type", "error_code", "error_message", "metadata", "sdk",
+    "event_id",
+    "timestamp",
+    "customer_id",
+    "provider",
+    "model",
+    "api",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "usage_details",
+    "usage_source",
+    "streaming",
+    "request_id",
+    "request_start_time",
+    "request_end_time",
+    "latency_ms",
+    "time_to_first_token_ms",
+    "error_occurred",
+    "error_type",
+    "error_code",
+    "error_message",
+    "metadata",
+    "sdk",
 }
 
 
-def test_wire_has_the_design_fields_plus_units_and_http_status(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_wire_has_the_design_fields_plus_units_and_http_status(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     fake.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     wire = memory.wire()[0]
     assert set(wire) == DESIGN_FIELDS | {"units", "http_status"}
@@ -62,7 +85,9 @@ def test_timestamp_is_utc_whatever_the_local_zone(monkeypatch: object) -> None:
 
 def test_secrets_never_reach_the_event() -> None:
     event = UsageEvent("chat.completions", 0.0, 0.0)
-    event.set_error(RuntimeError("Incorrect API key provided: sk-proj-AbCdEf0123456789. Bearer tk-live-99887766"))
+    event.set_error(
+        RuntimeError("Incorrect API key provided: sk-proj-AbCdEf0123456789. Bearer tk-live-99887766")
+    )
     text = event.to_json().decode()
     assert "AbCdEf0123456789" not in text and "99887766" not in text
     assert "[REDACTED]" in text

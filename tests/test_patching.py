@@ -30,7 +30,11 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env.update(env)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full_env, timeout=120
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
     )
 
 
@@ -167,8 +171,9 @@ def test_patch_imports_no_resource_module_the_app_does_not_use() -> None:
         client = openai.OpenAI(api_key="sk-test")
         client.embeddings  # the app touches one resource
         touched = {m for m in sys.modules if m.startswith("openai.resources")}
-        print(json.dumps({"new_at_patch": sorted(after_patch - before), "touched": sorted(touched - after_patch),
-                          "status": {r["method"] + "@" + r["module"]: r["status"] for r in cmdrdata.patch_status()}}))
+        status = {r["method"] + "@" + r["module"]: r["status"] for r in cmdrdata.patch_status()}
+        new_at_patch, touched = sorted(after_patch - before), sorted(touched - after_patch)
+        print(json.dumps({"new_at_patch": new_at_patch, "touched": touched, "status": status}))
     """
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr

@@ -14,8 +14,12 @@ import cmdrdata_autopatch as cmdrdata
 from .endpoints import MESSAGES
 from .fake_openai import OPENAI_VERSION, FakeOpenAI
 
-needs_stream_options = pytest.mark.skipif(OPENAI_VERSION < (1, 26, 0), reason="stream_options arrived in 1.26.0")
-needs_context_manager = pytest.mark.skipif(OPENAI_VERSION < (1, 6, 0), reason="Stream.__enter__ arrived in 1.6.0")
+needs_stream_options = pytest.mark.skipif(
+    OPENAI_VERSION < (1, 26, 0), reason="stream_options arrived in 1.26.0"
+)
+needs_context_manager = pytest.mark.skipif(
+    OPENAI_VERSION < (1, 6, 0), reason="Stream.__enter__ arrived in 1.6.0"
+)
 
 
 def chat_stream(client: Any, **kwargs: Any) -> Any:
@@ -74,7 +78,9 @@ def test_stream_without_usage_is_estimated_not_zero(fake: FakeOpenAI) -> None:
 
 
 @pytest.mark.parametrize("how", ["break", "close", "exit", "gc", "next_then_drop"])
-def test_every_early_end_emits_exactly_once(how: str, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+def test_every_early_end_emits_exactly_once(
+    how: str, fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
     if how == "exit" and OPENAI_VERSION < (1, 6, 0):
         pytest.skip("no context manager before 1.6.0")
     if how == "close" and OPENAI_VERSION < (1, 6, 0):
@@ -160,7 +166,11 @@ def test_error_mid_stream_is_recorded_and_reraised(fake: FakeOpenAI, memory: cmd
 @pytest.mark.skipif(OPENAI_VERSION < (1, 40, 0), reason=".stream() helper arrived in 1.40.0")
 def test_stream_helper_is_billed_once(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
     client = fake.client()
-    helper = client.chat.completions.stream if OPENAI_VERSION >= (1, 92, 0) else client.beta.chat.completions.stream
+    helper = (
+        client.chat.completions.stream
+        if OPENAI_VERSION >= (1, 92, 0)
+        else client.beta.chat.completions.stream
+    )
     with helper(model="gpt-4o", messages=MESSAGES, customer_id="helper-co") as stream:
         for _ in stream:
             pass
@@ -203,7 +213,9 @@ def test_legacy_completions_stream(fake: FakeOpenAI, memory: cmdrdata.MemoryExpo
 
 @needs_stream_options
 def test_raw_stream_observed_through_parse(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
-    raw = fake.client().chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    raw = fake.client().chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
     stream = raw.parse()
     assert isinstance(stream, openai.Stream)
     assert raw.parse() is stream

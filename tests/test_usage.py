@@ -41,13 +41,23 @@ def test_chat_usage_as_dicts_and_as_attributes() -> None:
 
 def test_responses_realtime_and_transcription_shapes() -> None:
     responses = normalize(
-        {"input_tokens": 8, "output_tokens": 2, "total_tokens": 10, "input_tokens_details": {"cached_tokens": 5},
-         "output_tokens_details": {"reasoning_tokens": 1}}
+        {
+            "input_tokens": 8,
+            "output_tokens": 2,
+            "total_tokens": 10,
+            "input_tokens_details": {"cached_tokens": 5},
+            "output_tokens_details": {"reasoning_tokens": 1},
+        }
     )
     assert responses is not None and (responses.cached_input_tokens, responses.reasoning_tokens) == (5, 1)
     transcription_tokens = normalize(
-        {"type": "tokens", "input_tokens": 30, "output_tokens": 12, "total_tokens": 42,
-         "input_token_details": {"audio_tokens": 30, "cached_tokens": 2}}
+        {
+            "type": "tokens",
+            "input_tokens": 30,
+            "output_tokens": 12,
+            "total_tokens": 42,
+            "input_token_details": {"audio_tokens": 30, "cached_tokens": 2},
+        }
     )
     assert transcription_tokens is not None and transcription_tokens.cached_input_tokens == 2
     seconds = normalize({"type": "duration", "seconds": 12.5})
@@ -92,10 +102,24 @@ usage_payloads = st.one_of(
     st.lists(st.integers(), max_size=5),
     st.dictionaries(
         st.sampled_from(
-            ["prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens",
-             "prompt_tokens_details", "completion_tokens_details", "type", "seconds", "duration", "extra"]
+            [
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "input_tokens",
+                "output_tokens",
+                "prompt_tokens_details",
+                "completion_tokens_details",
+                "type",
+                "seconds",
+                "duration",
+                "extra",
+            ]
         ),
-        st.one_of(usage_values, st.dictionaries(st.sampled_from(["cached_tokens", "reasoning_tokens"]), usage_values)),
+        st.one_of(
+            usage_values,
+            st.dictionaries(st.sampled_from(["cached_tokens", "reasoning_tokens"]), usage_values),
+        ),
         max_size=8,
     ),
     st.dictionaries(st.text(max_size=50), st.text(max_size=5000), max_size=30),  # oversized junk
