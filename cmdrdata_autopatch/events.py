@@ -135,6 +135,10 @@ class UsageEvent:
         self.error_occurred = True
         self.error_type = type(exc).__name__
         code = getattr(exc, "code", None)
+        if code is None:  # openai < 1.2 kept the whole {"error": {...}} body on the exception
+            body = getattr(exc, "body", None)
+            inner = body.get("error") if isinstance(body, dict) else None
+            code = inner.get("code") if isinstance(inner, dict) else None
         self.error_code = None if code is None else str(code)
         status = getattr(exc, "status_code", None)
         self.http_status = status if isinstance(status, int) else None

@@ -139,7 +139,7 @@ ENDPOINTS = [
         "images",
         "1.0.0",
         None,
-        lambda c: c.images.generate(prompt="a cat", model="gpt-image-1"),
+        lambda c: c.images.generate(prompt="a cat"),
         {"input_tokens": 50, "output_tokens": 4000, "usage_source": "reported", "units": {"images": 2}},
     ),
     Endpoint(

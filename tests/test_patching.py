@@ -180,9 +180,10 @@ def test_patch_imports_no_resource_module_the_app_does_not_use() -> None:
     out = json.loads(proc.stdout)
     assert out["new_at_patch"] == []
     assert "openai.resources.embeddings" in out["touched"]
-    assert not any("chat" in m or "images" in m for m in out["touched"])
     assert out["status"]["Embeddings.create@openai.resources.embeddings"] == "patched"
-    assert out["status"]["Images.generate@openai.resources.images"] == "pending"
+    if OPENAI_VERSION >= (3, 16, 1):  # before, `openai.resources/__init__` imports every resource at once
+        assert not any("chat" in m or "images" in m for m in out["touched"])
+        assert out["status"]["Images.generate@openai.resources.images"] == "pending"
 
 
 def test_disabled_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
