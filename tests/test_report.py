@@ -1,0 +1,141 @@
+"""`cmdrdata-autopatch report`: per-customer and per-model usage from the local JSONL file.
+
+The file is what the jsonl exporter writes (one wire event per line); these tests write such lines
+themselves so each rule is visible: grouping, totals, a torn last line, duplicates, the default path and
+the exit codes. `test_report_of_a_real_run` closes the loop with a file written by a tracked program.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .apps.harness import CHAT_APP, clean_env, console_script, run
+
+REPORT = [*console_script("cmdrdata-autopatch"), "report"]
+
+
+def wire(
+    customer: str | None, model: str, inp: int, out: int, cached: int = 0, reasoning: int = 0, **kw: Any
+) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "customer_id": customer,
+        "model": model,
+        "api": "chat.completions",
+        "input_tokens": inp,
+        "output_tokens": out,
+        "total_tokens": inp + out,
+        "cached_input_tokens": cached,
+        "reasoning_tokens": reasoning,
+        "usage_source": "reported",
+        "error_occurred": False,
+        **kw,
+    }
+
+
+def write_jsonl(path: Path, events: list[dict], tail: str = "") -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events) + tail)
+    return path
+
+
+def report_json(args: list[str], env: dict[str, str]) -> tuple[int, dict]:
+    result = run([*REPORT, *args, "--json"], env)
+    return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else {})
+
+
+def test_groups_by_customer_and_model_with_totals(tmp_path: Path) -> None:
+    dup = wire("acme", "gpt-4o", 100, 10, cached=40)
+    events = [
+        wire("acme", "gpt-4o", 10, 5, cached=2, reasoning=1),
+        dup,
+        dup,  # the same event written twice (a replay): counted once
+        wire("globex", "gpt-4o-mini", 7, 3, reasoning=4),
+        wire(None, "text-embedding-3-small", 8, 0, api="embeddings"),
+        wire("globex", "gpt-4o-mini", 0, 0, error_occurred=True, usage_source="none"),
+    ]
+    path = write_jsonl(tmp_path / "u.jsonl", events)
+    code, data = report_json([str(path)], clean_env(tmp_path))
+    assert code == 0
+    assert data["events"] == 5 and data["skipped"]["duplicates"] == 1
+    by_customer = {row["customer_id"]: row for row in data["by_customer"]}
+    assert by_customer["acme"]["calls"] == 2
+    assert by_customer["acme"]["input_tokens"] == 110 and by_customer["acme"]["output_tokens"] == 15
+    assert by_customer["acme"]["cached_input_tokens"] == 42 and by_customer["acme"]["reasoning_tokens"] == 1
+    assert by_customer["globex"]["calls"] == 2 and by_customer["globex"]["errors"] == 1
+    assert by_customer["(none)"]["input_tokens"] == 8
+    by_model = {row["model"]: row for row in data["by_model"]}
+    assert by_model["gpt-4o-mini"]["reasoning_tokens"] == 4
+    totals = data["totals"]
+    assert totals["calls"] == 5
+    assert (totals["input_tokens"], totals["output_tokens"]) == (125, 18)
+    assert (totals["cached_input_tokens"], totals["reasoning_tokens"]) == (42, 5)
+    assert totals["total_tokens"] == 143
+
+
+def test_torn_last_line_is_tolerated(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "u.jsonl", [wire("acme", "gpt-4o", 1, 2)], tail='{"event_id": "x", "inp')
+    code, data = report_json([str(path)], clean_env(tmp_path))
+    assert code == 0
+    assert (
+        data["events"] == 1 and data["skipped"]["torn_last_line"] == 1 and data["skipped"]["bad_lines"] == 0
+    )
+    result = run([*REPORT, str(path)], clean_env(tmp_path))
+    assert result.returncode == 0 and "incomplete last line" in result.stdout
+
+
+def test_corrupt_line_in_the_middle_is_skipped_and_said(tmp_path: Path) -> None:
+    path = tmp_path / "u.jsonl"
+    path.write_text(
+        json.dumps(wire("a", "m", 1, 1)) + "\nnot json\n" + json.dumps(wire("b", "m", 2, 2)) + "\n"
+    )
+    result = run([*REPORT, str(path), "--json"], clean_env(tmp_path))
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["events"] == 2
+    assert "1 undecodable line" in result.stderr
+
+
+def test_default_path_comes_from_the_environment(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "usage.jsonl", [wire("acme", "gpt-4o", 3, 4)])
+    code, data = report_json([], clean_env(tmp_path))  # CMDRDATA_JSONL_PATH=<tmp>/usage.jsonl
+    assert code == 0 and data["totals"]["calls"] == 1
+    env = clean_env(tmp_path)
+    del env["CMDRDATA_JSONL_PATH"]
+    write_jsonl(tmp_path / "cmdrdata-usage.jsonl", [wire("x", "m", 1, 1), wire("y", "m", 1, 1)])
+    result = run([*REPORT, "--json"], env, cwd=tmp_path)  # ./cmdrdata-usage.jsonl
+    assert result.returncode == 0 and json.loads(result.stdout)["totals"]["calls"] == 2
+
+
+def test_exit_codes(tmp_path: Path) -> None:
+    missing = run([*REPORT, str(tmp_path / "nope.jsonl")], clean_env(tmp_path))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    code, data = report_json([str(empty)], clean_env(tmp_path))
+    assert code == 0 and data["events"] == 0 and data["totals"]["calls"] == 0
+    assert run([*REPORT, "--no-such-option"], clean_env(tmp_path)).returncode == 2
+    help_ = run([*REPORT, "--help"], clean_env(tmp_path))
+    assert help_.returncode == 0 and "Exit status" in help_.stdout
+
+
+def test_text_table(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "u.jsonl", [wire("acme", "gpt-4o", 1200, 300, cached=100)])
+    result = run([*REPORT, str(path)], clean_env(tmp_path))
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["acme", "1"] and "1200" in line for line in lines)
+    assert any(line.strip().startswith("TOTAL") and "1500" in line for line in lines)
+    for heading in ("by customer:", "by model:", "cached", "reasoning"):
+        assert heading in result.stdout
+
+
+def test_report_of_a_real_run(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    ran = run([*console_script("cmdrdata-run"), sys.executable, str(CHAT_APP), "--spawn-child"], env)
+    assert ran.returncode == 0, ran.stderr
+    code, data = report_json([], env)
+    assert code == 0
+    assert {row["customer_id"] for row in data["by_customer"]} == {"env-customer", "child-customer"}
+    assert data["totals"]["input_tokens"] == 22 and data["totals"]["output_tokens"] == 14
