@@ -21,7 +21,6 @@ Python process.)
 from __future__ import annotations
 
 import contextvars
-import inspect
 import os
 from typing import Any
 
@@ -107,19 +106,27 @@ class UsageTracker:
 
 
 def _build_exporter(settings: Settings, timeout: float | None) -> Any:
-    """The exporter `patch()` would build for these settings, with the HTTP timeout if one is given."""
+    """The exporter `patch()` would build for these settings; an http one with `timeout` if one is given.
+
+    `build_exporter` takes no transport options, so a tracker with its own timeout is assembled here from
+    the same public parts (`BackgroundExporter`, `HttpTransport`, `make_spool`) with the same settings.
+    """
     from . import exporter as exporter_module
 
-    if settings.exporter == "memory":
-        return exporter_module.MemoryExporter()
-    if settings.exporter == "none":
-        return exporter_module.NullExporter()
-    build = getattr(exporter_module, "build_exporter", None)
-    if build is None:  # pragma: no cover - only while the delivery layer is missing
-        raise RuntimeError("this cmdrdata-autopatch build has no delivery layer (exporter.build_exporter)")
-    if timeout is not None and "timeout" in inspect.signature(build).parameters:
-        return build(settings, timeout=timeout)
-    return build(settings)
+    if timeout is None or settings.exporter != "http" or not settings.api_key:
+        return exporter_module.build_exporter(settings)
+    from .transports import HttpTransport
+
+    transport = HttpTransport(
+        settings.api_key, settings.endpoint, connect_timeout=min(3.0, timeout), read_timeout=timeout
+    )
+    return exporter_module.BackgroundExporter(
+        transport,
+        spool=exporter_module.make_spool(settings),
+        queue_size=settings.queue_size,
+        flush_interval=settings.flush_interval,
+        exit_timeout=settings.exit_timeout,
+    )
 
 
 # A copy of a tracked client (`with_options()` / `copy()`) keeps its parent's tracker: set while copying.

@@ -58,7 +58,9 @@ def test_isinstance_holds(fake: FakeOpenAI) -> None:
 def test_events_carry_the_clients_own_tracker_key_and_customer(
     fake: FakeOpenAI, server: RecordingServer
 ) -> None:
-    a = fake.client(cls=TrackedOpenAI, tracker_key="tk-account-a-1111", tracker_endpoint=server.url)
+    a = fake.client(
+        cls=TrackedOpenAI, tracker_key="tk-account-a-1111", tracker_endpoint=server.url, tracker_timeout=2.0
+    )
     b = fake.client(cls=TrackedOpenAI, tracker_key="tk-account-b-2222", tracker_endpoint=server.url)
     a.chat.completions.create(model="gpt-4o", messages=MESSAGES, customer_id="acme")
     b.chat.completions.create(model="gpt-4o", messages=MESSAGES, customer_id="globex")
