@@ -1,0 +1,133 @@
+"""Run the test suite against real `openai` releases, one virtualenv per release.
+
+    nox -l                                   # list sessions
+    nox -s "tests(openai='1.0.0')"           # one release
+    nox -t ci                                # the CI subset: oldest 1.x, 1.109.1, 2.54.0, newest
+    nox -s tests                             # every release below
+    nox -s verify-targets [-- --write-docs]  # the table against every published wheel (downloads ~400)
+    nox -s lint typecheck
+
+Why these releases: each one sits on a boundary of `../shared/research/openai_surface.md` (chat `parse` moving
+from beta at 1.92.0, the chat package split at 1.63.0, responses at 1.66.x, httpx2 at 3.0.0, lazy package
+exports at 3.16.1, one-line delegates at 3.38.0, ...), so a regression in how we resolve or wrap a target
+shows up on the release that changed it. "latest" is resolved from PyPI when the session runs, so a new
+SDK release is tested the day it ships.
+
+Each release runs on a Python it supports (openai >= 2.49 and every 3.x need >= 3.10), spread over 3.9-3.13
+so every interpreter we claim gets exercised. Releases before 1.55.3 pass `proxies=` to httpx, which httpx
+0.28 removed, so they get `httpx<0.28`; the newest pydantic that still installs on the session's Python
+works with every 1.x checked (1.0.0 on 3.9 with pydantic 2.13 passes), so pydantic is not pinned.
+
+uv is the virtualenv backend: a session's environment is created and filled in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.error_on_missing_interpreters = True
+# `nox` with no -s/-t: everything except the verifier, which downloads every wheel and runs on a schedule.
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+ROOT = Path(__file__).resolve().parent
+PYPI_JSON = "https://pypi.org/pypi/openai/json"
+
+
+def _expose_pyenv_interpreters() -> None:
+    """Put every pyenv-installed CPython's bin/ on PATH.
+
+    pyenv's shims answer only for the versions selected by `pyenv global/local`, so `python3.9` fails
+    through the shim even when 3.9 is installed, and uv/nox cannot find it. Adding the real bin/ folders is
+    harmless where pyenv is absent (no folders, PATH unchanged).
+    """
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if not versions.is_dir():
+        return
+    bins = [str(p / "bin") for p in sorted(versions.iterdir(), reverse=True) if (p / "bin").is_dir()]
+    os.environ["PATH"] = os.pathsep.join([*bins, os.environ.get("PATH", "")])
+
+
+_expose_pyenv_interpreters()
+
+# (openai release, Python, extra pins, tags). Keep the CI subset small: `.ci/run` has 30 minutes on 2 cores.
+OLD_HTTPX = "httpx<0.28"  # releases < 1.55.3 pass `proxies=` to httpx.Client
+RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
+    ("1.0.0", "3.9", (OLD_HTTPX,), ["ci", "openai1"]),
+    ("1.26.0", "3.9", (OLD_HTTPX,), ["openai1"]),
+    ("1.40.0", "3.10", (OLD_HTTPX,), ["openai1"]),
+    ("1.50.0", "3.10", (OLD_HTTPX,), ["openai1"]),
+    ("1.63.0", "3.11", (), ["openai1"]),
+    ("1.66.5", "3.11", (), ["openai1"]),
+    ("1.78.0", "3.12", (), ["openai1"]),
+    ("1.92.0", "3.12", (), ["openai1"]),
+    ("1.109.1", "3.13", (), ["ci", "openai1"]),
+    ("2.0.0", "3.9", (), ["openai2"]),
+    ("2.45.0", "3.12", (), ["openai2"]),
+    ("2.54.0", "3.13", (), ["ci", "openai2"]),
+    ("3.0.0", "3.10", (), ["openai3"]),
+    ("3.16.1", "3.11", (), ["openai3"]),
+    ("3.38.0", "3.12", (), ["openai3"]),
+    ("latest", "3.13", (), ["ci", "openai3"]),
+]
+
+
+def latest_openai(timeout: float = 30.0) -> Optional[str]:
+    """The newest `openai` release on PyPI, or None if the index cannot be read (then install unpinned)."""
+    try:
+        with urllib.request.urlopen(PYPI_JSON, timeout=timeout) as resp:
+            version: str = json.load(resp)["info"]["version"]
+            return version
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@nox.session(tags=["compat"])
+@nox.parametrize(
+    "python,openai",
+    [nox.param(py, ver, id=f"openai={ver!r}", tags=tags) for ver, py, _, tags in RELEASES],
+)
+def tests(session: nox.Session, openai: str) -> None:
+    """The pytest suite against one real `openai` release (e.g. `tests(openai='1.0.0')`)."""
+    pins = next(p for ver, _, p, _ in RELEASES if ver == openai)
+    if openai == "latest":
+        newest = latest_openai()
+        spec = f"openai=={newest}" if newest else "openai"
+        session.log(f"newest openai on PyPI: {newest or 'unknown (installing unpinned)'}")
+    else:
+        spec = f"openai=={openai}"
+    # one resolve for everything, so the pins constrain the project's own dependencies too
+    session.install("-e", ".[test]", spec, *pins)
+    session.run("python", "-c", "import sys, openai; print(sys.version.split()[0], openai.__version__)")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(name="verify-targets", python="3.13")
+def verify_targets(session: nox.Session) -> None:
+    """Prove the version table against every published wheel (network; on demand and on a schedule).
+
+    The newest Python parses every release's syntax. Pass options through: `-- --from 3.0.0 --write-docs`.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "tools.verify_targets", *session.posargs)
+
+
+@nox.session(python="3.12")
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check over the whole repo (config in pyproject.toml)."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.12")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, against the newest openai (its stubs are the most complete)."""
+    session.install("-e", ".", "mypy>=1.8")
+    session.run("mypy", "--strict", "cmdrdata_autopatch")
