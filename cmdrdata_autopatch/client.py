@@ -171,7 +171,7 @@ class TrackedOpenAI(openai.OpenAI):
         super().__init__(
             *args, **kwargs
         )  # first: a client that fails to build must not leave a tracker behind
-        patching.install()
+        patching.install(self)
         recorder = _resolve_tracker(tracker, tracker_key, tracker_endpoint, tracker_timeout)
         self.__dict__["_cmdrdata_recorder"] = recorder
 
@@ -207,7 +207,7 @@ class AsyncTrackedOpenAI(openai.AsyncOpenAI):
         super().__init__(
             *args, **kwargs
         )  # first: a client that fails to build must not leave a tracker behind
-        patching.install()
+        patching.install(self)
         recorder = _resolve_tracker(tracker, tracker_key, tracker_endpoint, tracker_timeout)
         self.__dict__["_cmdrdata_recorder"] = recorder
 

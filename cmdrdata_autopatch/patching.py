@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -49,6 +50,8 @@ class _Registry:
 
     def __init__(self) -> None:
         self.active = False  # is the class-level instrumentation wanted?
+        self.global_on = False  # patch() is in force (as opposed to drop-in clients only)
+        self.owners: weakref.WeakSet[Any] = weakref.WeakSet()  # live drop-in clients that need the wrappers
         self.applied: dict[str, _Applied] = {}  # "module:Class.method" -> what we did
         self.hooked_modules: set[str] = set()
         self.openai_hooked = False
@@ -152,9 +155,15 @@ def _on_openai(module: ModuleType) -> None:
             wrapt.register_post_import_hook(_on_target_module, name)
 
 
-def install() -> None:
-    """Wrap the resource classes (idempotent). Events go to `state.recorder` or a client's own recorder."""
+def install(owner: Any = None) -> None:
+    """Wrap the resource classes (idempotent). Events go to `state.recorder` or a client's own recorder.
+
+    A drop-in client passes itself as `owner`: while it lives, `unpatch()` keeps the wrappers in place
+    (its calls still need them) and only turns process-wide tracking off.
+    """
     with _lock:
+        if owner is not None:
+            _registry.owners.add(owner)
         _registry.active = True
         if not _registry.openai_hooked:
             _registry.openai_hooked = True
@@ -206,6 +215,7 @@ def patch(exporter: Any = None, **settings: Any) -> None:
         state.stream_usage = resolved.stream_usage
         context.set_default_customer(resolved.customer_id)
         _registry.settings = resolved
+        _registry.global_on = True
         install()
     if previous is not None and previous is not recorder:
         flush = getattr(previous, "flush", None)
@@ -217,8 +227,22 @@ def patch(exporter: Any = None, **settings: Any) -> None:
 
 
 def unpatch() -> None:
-    """Restore every wrapped method to the exact original object. Recorded events are still delivered."""
+    """Restore every wrapped method to the exact original object. Recorded events are still delivered.
+
+    While a drop-in `TrackedOpenAI` client is alive its calls still need the wrappers: then only
+    process-wide tracking stops (other clients' calls pass straight through, unrecorded).
+    """
     with _lock:
+        _registry.global_on = False
+        state.recorder = None
+        context.set_default_customer(None)
+        if len(_registry.owners):
+            import gc
+
+            gc.collect()  # drop-in clients that are only waiting for the cycle collector do not count
+        if len(_registry.owners):
+            logger.debug("cmdrdata-autopatch: unpatch() keeps the wrappers for live drop-in clients")
+            return
         _registry.active = False
         for applied in _registry.applied.values():
             current = applied.cls.__dict__.get(applied.name)
@@ -234,13 +258,11 @@ def unpatch() -> None:
                 setattr(applied.cls, applied.name, applied.original)
         _registry.applied.clear()
         _registry.problems.clear()
-        state.recorder = None
-        context.set_default_customer(None)
 
 
 def is_patched() -> bool:
     """True while `patch()` is in force."""
-    return _registry.active and state.recorder is not None
+    return _registry.global_on and state.recorder is not None
 
 
 def get_exporter() -> Any:

@@ -232,3 +232,28 @@ def test_internal_failure_never_reaches_the_caller(fake: FakeOpenAI) -> None:
         cmdrdata.unpatch()
     assert result.usage.total_tokens == 18
     assert cmdrdata.stats()["internal_errors"].get("exporter.record", 0) >= 1
+
+
+def test_unpatch_keeps_wrappers_while_a_dropin_client_lives(fake: FakeOpenAI) -> None:
+    from cmdrdata_autopatch.client import TrackedOpenAI
+
+    from .fake_openai import httpx_mod
+
+    own = cmdrdata.MemoryExporter()
+    cmdrdata.patch(exporter="memory")
+    tracked = TrackedOpenAI(
+        api_key="sk-test",
+        tracker=own,
+        http_client=httpx_mod.Client(transport=httpx_mod.MockTransport(fake.handler)),
+    )
+    cmdrdata.unpatch()
+    assert not cmdrdata.is_patched()
+    tracked.chat.completions.create(model="gpt-4o", messages=MESSAGES, customer_id="still-billed")
+    assert "customer_id" not in fake.requests[-1].json()
+    assert [e["customer_id"] for e in own.wire()] == ["still-billed"]
+    fake.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)  # plain clients: not recorded
+    assert len(own.events) == 1
+    del tracked
+    cmdrdata.unpatch()
+    create = openai.resources.chat.completions.Completions.__dict__["create"]
+    assert not isinstance(create, wrapt.FunctionWrapper)
