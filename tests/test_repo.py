@@ -1,0 +1,30 @@
+"""The repository's promises about itself: README's two commands, and CI running the README's test line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fresh_clone_commands() -> list[str]:
+    """The single-line commands in the first shell blocks of README.md (the fresh-machine commands)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    head = text.split("\n## ", 2)[:2]
+    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", "\n## ".join(head), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("python3")]
+
+
+def test_readme_gives_exactly_two_fresh_machine_commands() -> None:
+    commands = _fresh_clone_commands()
+    assert len(commands) == 2, commands
+    demo, tests = commands
+    assert "cmdrdata-run" in demo and "examples/quickstart.py" in demo and "report" in demo
+    assert "pytest" in tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    tests = _fresh_clone_commands()[1]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert tests in ci.splitlines()
