@@ -67,6 +67,11 @@ def snapshot_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
     return copied
 
 
+# For the wrappers' hot path: the raw context (no default applied) and the default's holder.
+current_raw = _current.get
+default_customer_holder = _default_customer
+
+
 def set_default_customer(customer_id: str | None) -> None:
     """Set the process-wide default customer (used when no call keyword or context names one)."""
     _default_customer[0] = None if customer_id is None else validate_customer_id(customer_id)

@@ -125,10 +125,45 @@ class UsageEvent:
         if model is not None:
             self.model = model
 
+    @classmethod
+    def capture(
+        cls,
+        api: str,
+        start_time: float,
+        latency_s: float,
+        customer_id: str | None,
+        metadata: dict[str, Any] | None,
+        result: Any,
+        kwargs: dict[str, Any],
+        owner: Any,
+        resolver: Resolver,
+    ) -> UsageEvent:
+        """The hot-path constructor: references only, one dict store. The id's random bytes are drawn
+        when the event is first read (in the exporter thread), before it is ever sent or spooled."""
+        event = cls.__new__(cls)
+        event.__dict__ = {
+            "_wire": None,
+            "_json": None,
+            "api": api,
+            "request_start_time": start_time,
+            "latency_s": latency_s,
+            "streaming": False,
+            "customer_id": customer_id,
+            "metadata": metadata,
+            "raw_result": result,
+            "raw_kwargs": kwargs,
+            "raw_client": owner,
+            "resolver": resolver,
+        }
+        return event
+
     @property
     def event_id(self) -> str:
         """The event's UUID (version 4), identical on every retry and replay."""
-        return str(uuid.UUID(bytes=self._id_bytes, version=4))
+        raw = self.__dict__.get("_id_bytes")
+        if raw is None:  # setdefault: two threads asking at once still agree on one id
+            raw = self.__dict__.setdefault("_id_bytes", os.urandom(16))
+        return str(uuid.UUID(bytes=raw, version=4))
 
     def set_error(self, exc: BaseException) -> None:
         """Fill the error fields from an exception raised by the OpenAI call (no secret leaves)."""

@@ -164,6 +164,7 @@ def install(owner: Any = None) -> None:
     with _lock:
         if owner is not None:
             _registry.owners.add(owner)
+            state.dropins = True  # from now on each call checks its client for its own tracker
         _registry.active = True
         if not _registry.openai_hooked:
             _registry.openai_hooked = True

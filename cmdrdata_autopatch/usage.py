@@ -285,6 +285,25 @@ def provider_of(client: Any) -> str | None:
     return host
 
 
+_provider_cache: dict[int, tuple[Any, str | None]] = {}
+
+
+def cached_provider_of(client: Any) -> str | None:
+    """`provider_of`, remembered per base-URL object (the streaming hot path asks on every call; the SDK
+    makes a new URL object whenever `base_url` is set, so a changed URL is never served stale)."""
+    url = getattr(client, "_base_url", None)
+    if url is None:
+        return provider_of(client)
+    hit = _provider_cache.get(id(url))
+    if hit is not None and hit[0] is url:
+        return hit[1]
+    provider = provider_of(client)
+    if len(_provider_cache) >= 256:
+        _provider_cache.clear()
+    _provider_cache[id(url)] = (url, provider)
+    return provider
+
+
 def _request_id(result: Any, extra: Any) -> str | None:
     rid = get(result, "_request_id")
     if isinstance(rid, str):
@@ -311,7 +330,9 @@ def resolve_event(event: UsageEvent) -> None:
     result = event.raw_result
     extra = event.raw_extra
     if event.provider is None:
-        event.provider = provider_of(event.raw_client)
+        owner = event.raw_client  # the client, or the resource instance that holds it
+        client = owner if get(owner, "base_url") is not None else get(owner, "_client")
+        event.provider = provider_of(client)
     model = get(result, "model")
     if not isinstance(model, str):
         model = get(get(result, "response"), "model")

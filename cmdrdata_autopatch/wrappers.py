@@ -28,7 +28,7 @@ from .diagnostics import report_internal_error
 from .events import UsageEvent
 from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
 from .targets import Target, parse_version
-from .usage import provider_of, resolve_event
+from .usage import cached_provider_of, resolve_event
 
 RAW_HEADER = "X-Stainless-Raw-Response"
 OUR_KWARGS = ("customer_id", "cmdrdata_metadata", "track_usage")
@@ -46,6 +46,7 @@ class _State:
     """Process-wide wiring, set by `patching.py`. Read on every call, so plain attributes."""
 
     recorder: Any = None  # an object with record(event)
+    dropins: bool = False  # a drop-in client exists: route each call by its client
     stream_usage: str = "auto"
     stream_options_supported: bool = True  # openai >= 1.26.0
     stream_types: tuple[type, ...] = ()
@@ -110,7 +111,7 @@ def _maybe_inject_stream_usage(kwargs: dict[str, Any], instance: Any) -> bool:
         return False
     if "stream_options" in kwargs and not _not_given(kwargs["stream_options"]):
         return False
-    if policy == "auto" and provider_of(getattr(instance, "_client", None)) != "openai":
+    if policy == "auto" and cached_provider_of(getattr(instance, "_client", None)) != "openai":
         return False
     kwargs["stream_options"] = {"include_usage": True}
     return True
@@ -356,56 +357,197 @@ def _delegate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     return wrapped(*args, **kwargs)
 
 
+def _slow_path_needed(kwargs: dict[str, Any]) -> bool:
+    """True when a call needs more than the common path: our keywords, raw or attribution headers, a
+    stream, or a drop-in client in the process (its events go to its own tracker)."""
+    return (
+        "customer_id" in kwargs
+        or "cmdrdata_metadata" in kwargs
+        or "track_usage" in kwargs
+        or "extra_headers" in kwargs
+        or "stream" in kwargs
+        or state.dropins
+    )
+
+
+def _is_plain(result_type: type) -> bool:
+    """True when results of this type are billed as they are (not a stream, not a raw response)."""
+    special = issubclass(result_type, state.raw_types + state.stream_types + state.async_stream_types)
+    if not special:
+        _plain_types.add(result_type)
+    return not special
+
+
+_plain_types: set[type] = set()
+_time = time.time
+_perf = time.perf_counter
+_inside_get = _inside_call.get
+_inside_set = _inside_call.set
+_inside_reset = _inside_call.reset
+_context_get = context.current_raw
+_default_customer = context.default_customer_holder
+
+
+def _record_plain(
+    api: str,
+    instance: Any,
+    kwargs: dict[str, Any],
+    result: Any,
+    recorder: Any,
+    ctx: Any,
+    wall: float,
+    latency: float,
+) -> None:
+    try:
+        recorder.record(
+            UsageEvent.capture(
+                api,
+                wall,
+                latency,
+                ctx[0] or _default_customer[0],
+                ctx[1],
+                result,
+                kwargs,
+                instance,
+                resolve_event,
+            )
+        )
+    except Exception as exc:
+        report_internal_error("exporter.record", exc)
+
+
+def _record_error_plain(
+    api: str,
+    instance: Any,
+    kwargs: dict[str, Any],
+    recorder: Any,
+    ctx: Any,
+    wall: float,
+    start: float,
+    exc: BaseException,
+) -> None:
+    call = _Call(instance, kwargs, ctx[0] or _default_customer[0], ctx[1], recorder)
+    call.start_wall, call.start_perf = wall, start
+    call.record_error(api, exc)
+
+
 def make_wrappers(target: Target) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The (sync, async) wrapt wrapper functions for one table row."""
+    """The (sync, async) wrapt wrapper functions for one table row.
+
+    The common call (no keywords of ours, no stream, no raw response) takes a short path: time it, and
+    queue an event that holds references only; everything else waits for the exporter's thread. Every
+    other call takes the full path (`_prepare` / `_finish`).
+    """
     if target.delegates:
         return _delegate_wrapper, _delegate_wrapper
     api = target.api
     injectable = target.inject_stream_usage
 
-    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def slow_sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         prepared = _prepare(instance, kwargs, injectable)
         if prepared is None:
             return wrapped(*args, **kwargs)
         call, hide_usage, raw = prepared
-        token = _inside_call.set(True)
+        token = _inside_set(True)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _inside_call.reset(token)
+            _inside_reset(token)
             call.record_error(api, exc)
             raise
-        _inside_call.reset(token)
+        _inside_reset(token)
         return _finish(api, call, result, hide_usage, raw)
 
+    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _slow_path_needed(kwargs):
+            return slow_sync(wrapped, instance, args, kwargs)
+        recorder = state.recorder
+        if recorder is None or _inside_get():
+            return wrapped(*args, **kwargs)
+        ctx = _context_get()
+        token = _inside_set(True)
+        wall = _time()
+        start = _perf()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _inside_reset(token)
+            _record_error_plain(api, instance, kwargs, recorder, ctx, wall, start, exc)
+            raise
+        latency = _perf() - start
+        _inside_reset(token)
+        if type(result) in _plain_types or _is_plain(type(result)):
+            _record_plain(api, instance, kwargs, result, recorder, ctx, wall, latency)
+            return result
+        call = _Call(instance, kwargs, ctx[0] or _default_customer[0], ctx[1], recorder)
+        call.start_wall, call.start_perf = wall, start
+        return _finish(api, call, result, False, None)
+
     async def await_and_observe(awaitable: Any, call: _Call, hide_usage: bool, raw: Any) -> Any:
-        token = _inside_call.set(True)
-        call.start_wall = time.time()
-        call.start_perf = time.perf_counter()
+        token = _inside_set(True)
+        call.start_wall = _time()
+        call.start_perf = _perf()
         try:
             result = await awaitable
         except BaseException as exc:
             call.record_error(api, exc)
             raise
         finally:
-            _inside_call.reset(token)
+            _inside_reset(token)
         return _finish(api, call, result, hide_usage, raw)
 
-    def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def await_plain(
+        awaitable: Any, instance: Any, kwargs: dict[str, Any], recorder: Any, ctx: Any
+    ) -> Any:
+        token = _inside_set(True)
+        wall = _time()
+        start = _perf()
+        try:
+            result = await awaitable
+        except BaseException as exc:
+            _record_error_plain(api, instance, kwargs, recorder, ctx, wall, start, exc)
+            raise
+        finally:
+            _inside_reset(token)
+        latency = _perf() - start
+        if type(result) in _plain_types or _is_plain(type(result)):
+            _record_plain(api, instance, kwargs, result, recorder, ctx, wall, latency)
+            return result
+        call = _Call(instance, kwargs, ctx[0] or _default_customer[0], ctx[1], recorder)
+        call.start_wall, call.start_perf = wall, start
+        return _finish(api, call, result, False, None)
+
+    def slow_async(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         prepared = _prepare(instance, kwargs, injectable)
         if prepared is None:
             return wrapped(*args, **kwargs)
         call, hide_usage, raw = prepared
-        token = _inside_call.set(True)
+        token = _inside_set(True)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _inside_call.reset(token)
+            _inside_reset(token)
             call.record_error(api, exc)
             raise
-        _inside_call.reset(token)
+        _inside_reset(token)
         if inspect.isawaitable(result):
             return await_and_observe(result, call, hide_usage, raw)
         return _finish(api, call, result, hide_usage, raw)
+
+    def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _slow_path_needed(kwargs):
+            return slow_async(wrapped, instance, args, kwargs)
+        recorder = state.recorder
+        if recorder is None or _inside_get():
+            return wrapped(*args, **kwargs)
+        ctx = _context_get()
+        token = _inside_set(True)
+        try:
+            result = wrapped(*args, **kwargs)  # a coroutine: nothing has been sent yet
+        finally:
+            _inside_reset(token)
+        if inspect.isawaitable(result):
+            return await_plain(result, instance, kwargs, recorder, ctx)
+        return result  # not awaitable: a sync helper on an async class; nothing to bill here
 
     return sync_wrapper, async_wrapper

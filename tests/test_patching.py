@@ -255,5 +255,10 @@ def test_unpatch_keeps_wrappers_while_a_dropin_client_lives(fake: FakeOpenAI) ->
     assert len(own.events) == 1
     del tracked
     cmdrdata.unpatch()
+    if len(patching._registry.owners):
+        # openai 1.0.x keeps every client alive in an lru_cache on BaseClient: it never dies, so the
+        # wrappers it needs must stay
+        assert OPENAI_VERSION < (1, 2, 0)
+        return
     create = openai.resources.chat.completions.Completions.__dict__["create"]
     assert not isinstance(create, wrapt.FunctionWrapper)
