@@ -1,0 +1,193 @@
+"""Transports: the wire contract (DESIGN.md section 4), response classification, local outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+
+import pytest
+
+from cmdrdata_autopatch import __version__
+from cmdrdata_autopatch.events import UsageEvent
+from cmdrdata_autopatch.transports import (
+    ConsoleTransport,
+    HttpTransport,
+    JsonlTransport,
+    MemoryTransport,
+    Outcome,
+    classify,
+    format_console_line,
+    parse_retry_after,
+)
+
+from .cmdrdata_server import FakeCmdrData, Reply
+
+KEY = "tk-secret-test-key-123456"
+
+
+def make_event(customer: str = "c1", tokens: int = 5) -> UsageEvent:
+    event = UsageEvent("chat.completions", time.time(), 0.01, customer_id=customer, model="gpt-4o-mini")
+    event.input_tokens = tokens
+    event.output_tokens = 2
+    event.total_tokens = tokens + 2
+    return event
+
+
+@pytest.fixture
+def server() -> Iterator[FakeCmdrData]:
+    with FakeCmdrData() as fake:
+        yield fake
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, Outcome.DELIVERED),
+        (201, Outcome.DELIVERED),
+        (202, Outcome.DELIVERED),
+        (409, Outcome.DELIVERED),
+        (408, Outcome.RETRY),
+        (425, Outcome.RETRY),
+        (429, Outcome.RETRY),
+        (500, Outcome.RETRY),
+        (502, Outcome.RETRY),
+        (503, Outcome.RETRY),
+        (504, Outcome.RETRY),
+        (401, Outcome.AUTH),
+        (403, Outcome.AUTH),
+        (400, Outcome.REJECTED),
+        (404, Outcome.REJECTED),
+        (413, Outcome.REJECTED),
+        (422, Outcome.REJECTED),
+        (301, Outcome.RETRY),
+    ],
+)
+def test_classify(status: int, outcome: Outcome) -> None:
+    assert classify(status) is outcome
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-4") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = time.time()
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30, abs=1.5)
+
+
+def test_http_wire_contract(server: FakeCmdrData) -> None:
+    """Headers and body exactly as DESIGN.md section 4 says; the body is `to_json()` byte for byte."""
+    event = make_event()
+    transport = HttpTransport(KEY, server.url)
+    try:
+        result = transport.send(event.event_id, event.to_json())
+    finally:
+        transport.close()
+    assert result.outcome is Outcome.DELIVERED and result.status == 200
+    (request,) = server.received
+    assert request.body == event.to_json()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["authorization"] == f"Bearer {KEY}"
+    assert headers["idempotency-key"] == event.event_id
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == f"cmdrdata-autopatch/{__version__}"
+
+
+def test_http_keep_alive_reuses_one_connection(server: FakeCmdrData) -> None:
+    transport = HttpTransport(KEY, server.url)
+    ports = set()
+    try:
+        for _ in range(5):
+            event = make_event()
+            assert transport.send(event.event_id, event.to_json()).outcome is Outcome.DELIVERED
+        client = transport._get_client()
+        ports = {id(conn) for conn in client._transport._pool.connections}  # type: ignore[attr-defined]
+    finally:
+        transport.close()
+    assert len(server.received) == 5
+    assert len(ports) == 1
+
+
+def test_http_results_carry_status_and_retry_after(server: FakeCmdrData) -> None:
+    server.script(Reply(429, retry_after="7"), Reply(400), Reply(401), Reply(503))
+    transport = HttpTransport(KEY, server.url)
+    try:
+        results = [transport.send(f"id-{i}", b"{}") for i in range(4)]
+    finally:
+        transport.close()
+    assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.REJECTED, Outcome.AUTH, Outcome.RETRY]
+    assert results[0].retry_after == 7.0
+    assert results[1].reason == "rejected_400"
+
+
+def test_http_network_errors_are_retryable_and_never_show_the_key() -> None:
+    with socket.socket() as sock:  # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    transport = HttpTransport(KEY, f"http://127.0.0.1:{port}/api/events", connect_timeout=1.0)
+    try:
+        result = transport.send("id-1", b"{}")
+    finally:
+        transport.close()
+    assert result.outcome is Outcome.RETRY and result.reason == "network"
+    assert KEY not in repr(transport) and KEY not in result.detail and KEY not in repr(result)
+
+
+def test_http_hanging_backend_times_out_within_the_given_budget(server: FakeCmdrData) -> None:
+    server.set_default(Reply(hang=True))
+    transport = HttpTransport(KEY, server.url)
+    started = time.monotonic()
+    try:
+        result = transport.send("id-1", b"{}", timeout=0.3)
+    finally:
+        transport.close()
+        server.release()
+    assert result.outcome is Outcome.RETRY
+    assert time.monotonic() - started < 5.0  # the 10 s read timeout was capped by the budget
+
+
+def test_jsonl_appends_one_line_per_event_and_summarizes(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "sub" / "usage.jsonl"  # type: ignore[operator]
+    transport = JsonlTransport(path, summarize=True)
+    events = [make_event("a", 5), make_event("b", 10), make_event("a", 1)]
+    for event in events:
+        assert transport.send(event.event_id, event.to_json()).outcome is Outcome.DELIVERED
+    lines = path.read_bytes().splitlines()
+    assert lines == [event.to_json() for event in events]
+    summary = transport.exit_summary()
+    assert summary is not None
+    assert "3 OpenAI call(s)" in summary and "22 tokens" in summary and "2 customer(s)" in summary
+    assert str(path) in summary
+    transport.close()
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_jsonl_unwritable_path_is_a_retry_not_an_exception(tmp_path: pytest.TempPathFactory) -> None:
+    blocker = tmp_path / "file"  # type: ignore[operator]
+    blocker.write_text("x")
+    transport = JsonlTransport(blocker / "usage.jsonl")
+    assert transport.send("id", b"{}").outcome is Outcome.RETRY
+
+
+def test_console_line_is_readable() -> None:
+    stream = io.StringIO()
+    event = make_event("acme", 5)
+    ConsoleTransport(stream).send(event.event_id, event.to_json())
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert "customer=acme" in line and "tokens=5+2=7" in line and "model=gpt-4o-mini" in line
+    assert format_console_line(b"not json").startswith("cmdrdata:")
+
+
+def test_memory_transport_keeps_bodies() -> None:
+    transport = MemoryTransport()
+    event = make_event()
+    transport.send(event.event_id, event.to_json())
+    assert transport.bodies == [event.to_json()]
+    assert transport.event_ids == [event.event_id]
+    assert transport.wire()[0] == json.loads(event.to_json())
