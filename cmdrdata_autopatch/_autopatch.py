@@ -52,8 +52,9 @@ def activate(route: str) -> bool:
     if _flag("CMDRDATA_DISABLED"):
         return False
     try:
-        from .patching import is_patched, patch
+        from .patching import _registry, is_patched, patch
 
+        _registry.at_startup = True
         patch()
         _outcome[0] = is_patched()
     except Exception as exc:

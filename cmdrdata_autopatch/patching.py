@@ -58,6 +58,9 @@ class _Registry:
         self.openai_version: str | None = None
         self.problems: dict[str, str] = {}  # row key -> why it is not patched
         self.settings: Settings | None = None
+        # set by the start-up routes (.pth, cmdrdata-run): every Python process they reach calls patch(),
+        # including tools in environments without openai, which must not be warned at
+        self.at_startup = False
 
 
 _registry = _Registry()
@@ -207,6 +210,14 @@ def patch(exporter: Any = None, **settings: Any) -> None:
         return
     if resolved.log_level:
         logger.setLevel(resolved.log_level)
+    if "openai" not in sys.modules and not _registry.at_startup:
+        import importlib.util
+
+        if importlib.util.find_spec("openai") is None:
+            logger.warning(
+                "cmdrdata-autopatch: the openai package is not installed, so there is nothing to track "
+                "yet. Fix: pip install -U 'openai>=1.0.0'"
+            )
     with _lock:
         if _registry.active and state.recorder is not None and exporter is None and not settings:
             return  # already patched with the same (default) configuration

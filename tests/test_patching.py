@@ -262,3 +262,17 @@ def test_unpatch_keeps_wrappers_while_a_dropin_client_lives(fake: FakeOpenAI) ->
         return
     create = openai.resources.chat.completions.Completions.__dict__["create"]
     assert not isinstance(create, wrapt.FunctionWrapper)
+
+
+def test_explicit_patch_without_openai_says_how_to_fix() -> None:
+    code = """
+        import importlib.util, logging, sys
+        logging.basicConfig(level=logging.WARNING)
+        find = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "openai" else find(name, *a)
+        import cmdrdata_autopatch as cmdrdata
+        cmdrdata.patch(exporter="memory")
+    """
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install -U 'openai>=1.0.0'" in proc.stderr
