@@ -32,13 +32,20 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import IO, Any, Optional, Protocol
+from typing import IO, TYPE_CHECKING, Any, Optional, Protocol
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 from ._version import __version__
 from .config import DEFAULT_ENDPOINT
 from .diagnostics import redact, report_internal_error
+
+# `httpx` is imported by the first HttpTransport that sends, not at import: the application's start-up
+# (and openai >= 3, which uses httpx2 and never loads httpx) should not pay ~60 ms for a client it may
+# never use. Set under HttpTransport._client_lock, which a fork waits for (see _before_fork).
+_httpx: Any = None
 
 USER_AGENT = f"cmdrdata-autopatch/{__version__}"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -171,6 +178,10 @@ class HttpTransport:
                     # imported lazily by the first connect (socket.getaddrinfo): do it here, under the lock
                     # that a fork waits for, so no fork can catch our thread holding an import lock
                     codecs.lookup("idna")
+                    global _httpx
+                    import httpx
+
+                    _httpx = httpx
                     client = httpx.Client(
                         headers=self._headers,
                         timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
@@ -184,13 +195,19 @@ class HttpTransport:
     def send(self, event_id: str, body: bytes, timeout: Optional[float] = None) -> SendResult:
         """One attempt. Never raises: every failure becomes a `SendResult`."""
         try:
+            client = self._get_client()
+        except Exception as exc:  # e.g. an unusable TLS setup: keep the event, say so once
+            report_internal_error("http transport", exc)
+            return SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))
+        httpx = _httpx
+        try:
             request_timeout: Any = httpx.USE_CLIENT_DEFAULT
             if timeout is not None:
                 budget = max(0.05, timeout)
                 request_timeout = httpx.Timeout(
                     min(self.read_timeout, budget), connect=min(self.connect_timeout, budget)
                 )
-            response = self._get_client().post(
+            response = client.post(
                 self.endpoint,
                 content=body,
                 headers={"Idempotency-Key": event_id},
