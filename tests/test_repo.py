@@ -13,7 +13,8 @@ def _fresh_clone_commands() -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     head = text.split("\n## ", 2)[:2]
     blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", "\n## ".join(head), flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("python3")]
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("python3")]
 
 
 def test_readme_gives_exactly_two_fresh_machine_commands() -> None:

@@ -154,7 +154,7 @@ def test_error_mid_stream_is_recorded_and_reraised(fake: FakeOpenAI, memory: cmd
 
     fake.overrides["/chat/completions"] = broken
     stream = chat_stream(fake.client())
-    with pytest.raises(openai.APIError, match="server overloaded|error ocurred during streaming"):
+    with pytest.raises(openai.APIError, match=r"server overloaded|error ocurred during streaming"):
         for _ in stream:
             pass
     events = memory.wire()
