@@ -42,9 +42,9 @@ from ._version import __version__
 from .config import DEFAULT_ENDPOINT
 from .diagnostics import redact, report_internal_error
 
-# `httpx` is imported by the first HttpTransport that sends, not at import: the application's start-up
-# (and openai >= 3, which uses httpx2 and never loads httpx) should not pay ~60 ms for a client it may
-# never use. Set under HttpTransport._client_lock, which a fork waits for (see _before_fork).
+# `httpx` is imported when the first HttpTransport is made, not at import: the application's start-up
+# (and openai >= 3, which uses httpx2 and never loads httpx) should not pay ~60 ms for a client that the
+# local exporters never use.
 _httpx: Any = None
 
 USER_AGENT = f"cmdrdata-autopatch/{__version__}"
@@ -149,6 +149,14 @@ class HttpTransport:
         self._verify = verify
         self._client: Optional[httpx.Client] = None
         self._client_lock = threading.Lock()
+        # Import httpx now, on the caller's thread: not at module import (the local and memory exporters
+        # never need it), and not at the first send, which may happen inside the exit hook, where an import
+        # that registers an atexit callback (as httpx's dependencies do on some Pythons) raises.
+        global _httpx
+        if _httpx is None:
+            import httpx
+
+            _httpx = httpx
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
             os.register_at_fork(
@@ -178,10 +186,7 @@ class HttpTransport:
                     # imported lazily by the first connect (socket.getaddrinfo): do it here, under the lock
                     # that a fork waits for, so no fork can catch our thread holding an import lock
                     codecs.lookup("idna")
-                    global _httpx
-                    import httpx
-
-                    _httpx = httpx
+                    httpx = _httpx
                     client = httpx.Client(
                         headers=self._headers,
                         timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),

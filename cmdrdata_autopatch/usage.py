@@ -97,7 +97,13 @@ def to_plain(obj: Any, depth: int = 0) -> Any:
         method = getattr(obj, dump, None)
         if callable(method):
             try:
-                dumped = method(exclude_none=True) if dump == "model_dump" else method()
+                if dump == "model_dump":
+                    try:  # a malformed payload must not make pydantic print warnings in the user's app
+                        dumped = method(exclude_none=True, warnings=False)
+                    except TypeError:
+                        dumped = method(exclude_none=True)
+                else:
+                    dumped = method()
                 if isinstance(dumped, dict):
                     return to_plain(dumped, depth + 1)
             except Exception:

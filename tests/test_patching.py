@@ -55,6 +55,14 @@ def _originals() -> dict[str, Any]:
 
 
 def test_unpatch_restores_the_exact_original_objects() -> None:
+    import gc
+
+    gc.collect()
+    if len(patching._registry.owners):
+        # openai 1.0.x keeps every client alive in an lru_cache on BaseClient, so a drop-in client made by
+        # an earlier test never dies and (rightly) keeps the wrappers it needs
+        assert OPENAI_VERSION < (1, 2, 0)
+        pytest.skip("an immortal drop-in client (openai 1.0.x lru_cache) keeps the wrappers installed")
     _import_all_targets()
     before = _originals()
     assert all(v is not None for v in before.values())
