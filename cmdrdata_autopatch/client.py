@@ -149,7 +149,42 @@ def _resolve_tracker(
     return UsageTracker(key, tracker_endpoint, tracker_timeout)
 
 
-class TrackedOpenAI(openai.OpenAI):
+class _TrackedClient:
+    """What both drop-in clients add to the SDK client: their own tracker, kept across `copy()`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        tracker_key: str | None = None,
+        tracker_endpoint: str | None = None,
+        tracker_timeout: float | None = None,
+        tracker: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # first: a client that fails to build must not leave a tracker behind
+        super().__init__(*args, **kwargs)
+        patching.install(self)
+        recorder = _resolve_tracker(tracker, tracker_key, tracker_endpoint, tracker_timeout)
+        self.__dict__["_cmdrdata_recorder"] = recorder
+
+    @property
+    def tracker(self) -> UsageTracker | None:
+        """This client's tracker (None when its calls go to the global exporter of `patch()`)."""
+        recorder = self.__dict__.get("_cmdrdata_recorder")
+        return recorder if isinstance(recorder, UsageTracker) else None
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's `copy`, keeping this client's tracker (the SDK re-runs `__init__` without it)."""
+        token = _inherit.set(self.__dict__.get("_cmdrdata_recorder"))
+        try:
+            return super().copy(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            _inherit.reset(token)
+
+    with_options = copy
+
+
+class TrackedOpenAI(_TrackedClient, openai.OpenAI):
     """`openai.OpenAI` whose calls are billed through its own `UsageTracker` (seed-compatible).
 
     `tracker_key` is the CmdrData API key (default `CMDRDATA_API_KEY`; with neither, events go to the
@@ -159,73 +194,9 @@ class TrackedOpenAI(openai.OpenAI):
     `track_usage=False`, which never reach OpenAI.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        tracker_key: str | None = None,
-        tracker_endpoint: str | None = None,
-        tracker_timeout: float | None = None,
-        tracker: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            *args, **kwargs
-        )  # first: a client that fails to build must not leave a tracker behind
-        patching.install(self)
-        recorder = _resolve_tracker(tracker, tracker_key, tracker_endpoint, tracker_timeout)
-        self.__dict__["_cmdrdata_recorder"] = recorder
 
-    @property
-    def tracker(self) -> UsageTracker | None:
-        """This client's tracker (None when its calls go to the global exporter of `patch()`)."""
-        recorder = self.__dict__.get("_cmdrdata_recorder")
-        return recorder if isinstance(recorder, UsageTracker) else None
-
-    def copy(self, *args: Any, **kwargs: Any) -> Any:
-        """`openai.OpenAI.copy`, keeping this client's tracker (the SDK re-runs `__init__` without it)."""
-        token = _inherit.set(self.__dict__.get("_cmdrdata_recorder"))
-        try:
-            return super().copy(*args, **kwargs)
-        finally:
-            _inherit.reset(token)
-
-    with_options = copy
-
-
-class AsyncTrackedOpenAI(openai.AsyncOpenAI):
+class AsyncTrackedOpenAI(_TrackedClient, openai.AsyncOpenAI):
     """`openai.AsyncOpenAI` whose calls are billed through its own `UsageTracker`; see `TrackedOpenAI`."""
-
-    def __init__(
-        self,
-        *args: Any,
-        tracker_key: str | None = None,
-        tracker_endpoint: str | None = None,
-        tracker_timeout: float | None = None,
-        tracker: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            *args, **kwargs
-        )  # first: a client that fails to build must not leave a tracker behind
-        patching.install(self)
-        recorder = _resolve_tracker(tracker, tracker_key, tracker_endpoint, tracker_timeout)
-        self.__dict__["_cmdrdata_recorder"] = recorder
-
-    @property
-    def tracker(self) -> UsageTracker | None:
-        """This client's tracker (None when its calls go to the global exporter of `patch()`)."""
-        recorder = self.__dict__.get("_cmdrdata_recorder")
-        return recorder if isinstance(recorder, UsageTracker) else None
-
-    def copy(self, *args: Any, **kwargs: Any) -> Any:
-        """`openai.AsyncOpenAI.copy`, keeping this client's tracker."""
-        token = _inherit.set(self.__dict__.get("_cmdrdata_recorder"))
-        try:
-            return super().copy(*args, **kwargs)
-        finally:
-            _inherit.reset(token)
-
-    with_options = copy
 
 
 __all__ = ["AsyncTrackedOpenAI", "TrackedOpenAI", "UsageTracker"]

@@ -443,19 +443,23 @@ def make_wrappers(target: Target) -> tuple[Callable[..., Any], Callable[..., Any
     api = target.api
     injectable = target.inject_stream_usage
 
+    def call_original(call: _Call, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the SDK method once, inside the nesting guard; a failure is recorded and re-raised as is."""
+        token = _inside_set(True)
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.record_error(api, exc)
+            raise
+        finally:
+            _inside_reset(token)
+
     def slow_sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         prepared = _prepare(instance, kwargs, injectable)
         if prepared is None:
             return wrapped(*args, **kwargs)
         call, hide_usage, raw = prepared
-        token = _inside_set(True)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _inside_reset(token)
-            call.record_error(api, exc)
-            raise
-        _inside_reset(token)
+        result = call_original(call, wrapped, args, kwargs)
         return _finish(api, call, result, hide_usage, raw)
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -522,14 +526,7 @@ def make_wrappers(target: Target) -> tuple[Callable[..., Any], Callable[..., Any
         if prepared is None:
             return wrapped(*args, **kwargs)
         call, hide_usage, raw = prepared
-        token = _inside_set(True)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _inside_reset(token)
-            call.record_error(api, exc)
-            raise
-        _inside_reset(token)
+        result = call_original(call, wrapped, args, kwargs)
         if inspect.isawaitable(result):
             return await_and_observe(result, call, hide_usage, raw)
         return _finish(api, call, result, hide_usage, raw)
