@@ -31,7 +31,6 @@ from .targets import Target, parse_version
 from .usage import cached_provider_of, resolve_event
 
 RAW_HEADER = "X-Stainless-Raw-Response"
-OUR_KWARGS = ("customer_id", "cmdrdata_metadata", "track_usage")
 # How a `.stream()` helper hands `customer_id=` down to the `create` it calls later (at the manager's
 # `__enter__`, possibly in another context): an opaque token in `extra_headers`, which the `create` wrapper
 # takes out again before the request is built. Only the token would ever travel, never the customer id.
@@ -347,7 +346,10 @@ def _delegate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     if (customer_id is not None or metadata is not None or not track) and "response_id" not in kwargs:
         token = os.urandom(12).hex()
         if len(_pending_attribution) >= _MAX_PENDING:  # managers created and never entered
-            _pending_attribution.pop(next(iter(_pending_attribution)), None)
+            try:
+                _pending_attribution.pop(next(iter(_pending_attribution)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile: fine either way
+                pass
         _pending_attribution[token] = (customer_id, metadata, track)
         headers = kwargs.get("extra_headers")
         kwargs["extra_headers"] = {

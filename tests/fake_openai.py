@@ -156,6 +156,43 @@ def response_events() -> list[dict]:
     ]
 
 
+def image_events() -> list[dict]:
+    common = {"background": "opaque", "created_at": 1700000000, "output_format": "png", "quality": "low"}
+    return [
+        {
+            "type": "image_generation.partial_image",
+            "b64_json": "AAAA",
+            "partial_image_index": 0,
+            **common,
+            "size": "1024x1024",
+        },
+        {
+            "type": "image_generation.completed",
+            "b64_json": "AAAA",
+            **common,
+            "size": "1024x1024",
+            "usage": {
+                "input_tokens": 12,
+                "output_tokens": 272,
+                "total_tokens": 284,
+                "input_tokens_details": {"image_tokens": 0, "text_tokens": 12},
+            },
+        },
+    ]
+
+
+def transcription_events() -> list[dict]:
+    return [
+        {"type": "transcript.text.delta", "delta": "hello "},
+        {"type": "transcript.text.delta", "delta": "world"},
+        {
+            "type": "transcript.text.done",
+            "text": "hello world",
+            "usage": {"type": "tokens", "input_tokens": 40, "output_tokens": 5, "total_tokens": 45},
+        },
+    ]
+
+
 def sse(events: list[dict], with_event_names: bool = False) -> bytes:
     out = []
     for ev in events:
@@ -265,6 +302,10 @@ class FakeOpenAI:
             if stream:
                 return 200, sse_headers, sse(response_events(), with_event_names=True)
             return 200, json_headers, json.dumps(response_object()).encode()
+        if key == "/images/generations" and stream:
+            return 200, sse_headers, sse(image_events(), with_event_names=True)
+        if key == "/audio/transcriptions" and b'name="stream"' in body and b"true" in body:
+            return 200, sse_headers, sse(transcription_events(), with_event_names=True)
         if key.startswith("/images/"):
             payload = {
                 "created": 1700000000,

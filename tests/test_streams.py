@@ -269,3 +269,28 @@ def test_async_early_end(how: str, fake: FakeOpenAI, memory: cmdrdata.MemoryExpo
     asyncio.run(main())
     gc.collect()
     assert len(memory.events) == 1
+
+
+@pytest.mark.skipif(OPENAI_VERSION < (1, 97, 0), reason="image streaming arrived in 1.97.0")
+def test_image_generation_stream(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+    stream = fake.client().images.generate(
+        prompt="a cat", model="gpt-image-1", stream=True, customer_id="img"
+    )
+    assert isinstance(stream, openai.Stream)
+    kinds = [event.type for event in stream]
+    assert kinds == ["image_generation.partial_image", "image_generation.completed"]
+    event = memory.wire()[0]
+    assert (event["api"], event["streaming"], event["customer_id"]) == ("images", True, "img")
+    assert (event["input_tokens"], event["output_tokens"], event["usage_source"]) == (12, 272, "reported")
+
+
+@pytest.mark.skipif(OPENAI_VERSION < (1, 91, 0), reason="streamed transcription usage arrived in 1.91.0")
+def test_transcription_stream(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+    from .endpoints import AUDIO
+
+    stream = fake.client().audio.transcriptions.create(file=AUDIO, model="gpt-4o-transcribe", stream=True)
+    texts = [getattr(event, "delta", None) or event.text for event in stream]
+    assert texts == ["hello ", "world", "hello world"]
+    event = memory.wire()[0]
+    assert (event["api"], event["streaming"]) == ("audio.transcriptions", True)
+    assert (event["input_tokens"], event["output_tokens"], event["usage_source"]) == (40, 5, "reported")
