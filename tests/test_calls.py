@@ -9,6 +9,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.resources.chat.completions import Completions as ChatCompletions
 
 import cmdrdata_autopatch as cmdrdata
 
@@ -17,7 +18,7 @@ from .fake_openai import OPENAI_VERSION, FakeOpenAI
 
 ENDPOINTS = available_endpoints()
 # `metadata=` is OpenAI's own chat parameter (added in 1.4x): it must pass through untouched
-OPENAI_HAS_METADATA = "metadata" in inspect.signature(openai.resources.chat.Completions.create).parameters
+OPENAI_HAS_METADATA = "metadata" in inspect.signature(ChatCompletions.create).parameters
 
 
 def _check(event: dict[str, Any], expect: dict[str, Any], api: str) -> None:

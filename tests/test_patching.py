@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 import wrapt
+from openai.resources.chat.completions import Completions as ChatCompletions
 
 import cmdrdata_autopatch as cmdrdata
 from cmdrdata_autopatch import patching
@@ -83,7 +84,7 @@ def test_patch_twice_wraps_once(fake: FakeOpenAI) -> None:
     cmdrdata.patch(exporter=exporter)
     cmdrdata.patch(exporter=exporter)
     try:
-        create = openai.resources.chat.completions.Completions.__dict__["create"]
+        create = ChatCompletions.__dict__["create"]
         assert not isinstance(create.__wrapped__, wrapt.FunctionWrapper)
         fake.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     finally:
@@ -268,7 +269,7 @@ def test_unpatch_keeps_wrappers_while_a_dropin_client_lives(fake: FakeOpenAI) ->
         # wrappers it needs must stay
         assert OPENAI_VERSION < (1, 2, 0)
         return
-    create = openai.resources.chat.completions.Completions.__dict__["create"]
+    create = ChatCompletions.__dict__["create"]
     assert not isinstance(create, wrapt.FunctionWrapper)
 
 
