@@ -62,12 +62,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 from .config import Settings
 from .diagnostics import logger, redact, report_internal_error
 from .events import UsageEvent
-from .spool import Spool, SpoolEntry, default_spool_root, partition_name
+
+if TYPE_CHECKING:  # spool.py is imported by make_spool() only: the local exporters never load it
+    from .spool import Spool, SpoolEntry
 from .transports import (
     ConsoleTransport,
     HttpTransport,
@@ -1092,6 +1094,8 @@ def assert_invariant(stats: dict[str, Any]) -> None:
 
 def make_spool(settings: Settings, partition_key: Optional[str] = None) -> Optional[Spool]:
     """The spool for these settings, or None when disabled (`CMDRDATA_SPOOL_DIR=off`)."""
+    from .spool import Spool, default_spool_root, partition_name
+
     root = settings.spool_dir
     if root is not None and root.strip().lower() in ("off", "none", "0", "false", "no"):
         return None

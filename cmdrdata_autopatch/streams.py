@@ -40,6 +40,7 @@ from .diagnostics import report_internal_error
 from .events import UsageEvent
 
 _RESPONSE_DONE = frozenset(("response.completed", "response.incomplete", "response.failed"))
+_TEXT_DELTAS = frozenset(("response.output_text.delta", "transcript.text.delta"))
 _STREAM_USAGE_DONE = frozenset(("image_generation.completed", "image_edit.completed", "transcript.text.done"))
 
 
@@ -48,7 +49,7 @@ class StreamCapture:
 
     __slots__ = (
         "api",
-        "chunks",
+        "content_items",
         "done",
         "event",
         "first_at",
@@ -78,7 +79,10 @@ class StreamCapture:
         self.sink = sink
         self.hide_usage_chunk = hide_usage_chunk
         self.http_response = http_response
-        self.chunks: list[Any] = []
+        # Items that carry generated text: the output estimate when a stream reports no usage. OpenAI
+        # streams one token per content chunk / text delta, so the count is the estimate; keeping a
+        # number instead of the chunks themselves keeps them out of the GC's older generations.
+        self.content_items = 0
         self.first_at: float | None = None
         self.usage_holder: Any = None
         self.last: Any = None
@@ -89,7 +93,6 @@ class StreamCapture:
         """Note one item; return True when the caller must not see it (our injected usage chunk)."""
         if self.first_at is None:
             self.first_at = time.perf_counter()
-        self.chunks.append(item)
         self.last = item
         try:
             usage = getattr(item, "usage", None)
@@ -97,9 +100,12 @@ class StreamCapture:
                 self.usage_holder = item
                 return self.hide_usage_chunk and not getattr(item, "choices", None)
             if not self.typed_events:
+                self.content_items += 1
                 return False
             kind = getattr(item, "type", None)
-            if kind in _RESPONSE_DONE:
+            if kind in _TEXT_DELTAS:
+                self.content_items += 1
+            elif kind in _RESPONSE_DONE:
                 self.usage_holder = getattr(item, "response", None)
             elif kind in _STREAM_USAGE_DONE:
                 self.usage_holder = item
@@ -107,8 +113,8 @@ class StreamCapture:
             report_internal_error("stream observe", exc)
         return False
 
-    def finish(self, error: BaseException | None = None) -> None:
-        """Emit the event, once, whatever path ends the stream."""
+    def finish(self, error: BaseException | None = None, complete: bool = False) -> None:
+        """Emit the event, once, whatever path ends the stream (`complete`: read to its end)."""
         if self.done or not self.once.acquire(blocking=False):
             return
         try:
@@ -124,13 +130,13 @@ class StreamCapture:
                 model = getattr(self.last, "model", None)
                 if isinstance(model, str) and event.model is None:
                     event.model = model
-            event.raw_extra = {
-                "chunks": None if holder is not None else self.chunks,
-                "headers_from": self.http_response,
-            }
+            items = self.content_items
+            if not self.typed_events and items:
+                # chat: the first chunk carries only the role, the last (when read) only finish_reason
+                items = max(items - 1 - (1 if complete and self.api == "chat.completions" else 0), 0)
+            event.raw_extra = {"stream_tokens": items, "headers_from": self.http_response}
             if error is not None:
                 event.set_error(error)
-            self.chunks = []
             self.sink(event)
         except Exception as exc:
             report_internal_error("stream finish", exc)
@@ -161,6 +167,7 @@ class StreamProxy(_Proxy):
                 if observe(item):
                     continue
                 yield item
+            capture.finish(complete=True)
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -175,7 +182,7 @@ class StreamProxy(_Proxy):
             try:
                 item = next(self._self_source)
             except StopIteration:
-                capture.finish()
+                capture.finish(complete=True)
                 raise
             except BaseException as exc:
                 capture.finish(exc)
@@ -223,6 +230,7 @@ class AsyncStreamProxy(_Proxy):
                 if observe(item):
                     continue
                 yield item
+            capture.finish(complete=True)
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -240,7 +248,7 @@ class AsyncStreamProxy(_Proxy):
             try:
                 item = await self._self_source.__anext__()
             except StopAsyncIteration:
-                capture.finish()
+                capture.finish(complete=True)
                 raise
             except BaseException as exc:
                 capture.finish(exc)

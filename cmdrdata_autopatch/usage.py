@@ -7,10 +7,12 @@ back as plain dicts), accepts every field-name variant across releases and endpo
 
 `usage_source` says how much to trust the numbers:
 - `reported`: read from the usage object OpenAI returned.
-- `estimated`: derived by us because OpenAI reported none. Tokens are estimated as ceil(characters / 4)
-  of the text sent and received, plus 4 tokens of framing per chat message (the rule of thumb OpenAI
-  documents for English text); speech input is counted in characters (`units.characters`, which is
-  how text-to-speech is billed); images are counted (`units.images`); audio length comes from the
+- `estimated`: derived by us because OpenAI reported none. Input tokens are estimated as
+  ceil(characters / 4) of the text sent, plus 4 tokens of framing per chat message (the rule of thumb
+  OpenAI documents for English text); output tokens as ceil(characters / 4) of a response's text, or,
+  for a stream, as the number of content chunks / text deltas it showed (OpenAI streams one token per
+  chunk). Speech input is counted in characters (`units.characters`, which is how text-to-speech is
+  billed); images are counted (`units.images`); audio length comes from the
   response's `duration` where the response format carries it (`units.audio_seconds`).
 - `none`: nothing could be measured or estimated. Token fields are then 0 and must not be read as
   "this call was free".
@@ -21,7 +23,6 @@ Nothing here imports `openai`, `httpx` or `httpx2`; this module runs in the expo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from .events import UsageEvent
@@ -212,30 +213,16 @@ def _output_chars_from_result(result: Any) -> int:
     return chars
 
 
-def _output_chars_from_chunks(chunks: Iterable[Any]) -> int:
-    chars = 0
-    for chunk in chunks:
-        choices = get(chunk, "choices")
-        if isinstance(choices, (list, tuple)):
-            for choice in choices:
-                chars += _text_chars(get(get(choice, "delta"), "content"))
-                chars += _text_chars(get(choice, "text"))
-        elif get(chunk, "type") == "response.output_text.delta":
-            chars += _text_chars(get(chunk, "delta"))
-    return chars
-
-
 TEXT_APIS = ("chat.completions", "completions", "responses", "edits")
 
 
-def estimate(api: str, kwargs: dict[str, Any], result: Any, chunks: list[Any] | None) -> Usage:
+def estimate(api: str, kwargs: dict[str, Any], result: Any, stream_tokens: int | None = None) -> Usage:
     """The best estimate for a call that reported no usage (see the module docstring for the method)."""
     if api in TEXT_APIS:
         inp = estimate_input_tokens(api, kwargs)
-        out_chars = _output_chars_from_chunks(chunks) if chunks is not None else 0
+        out = stream_tokens or 0
         if result is not None:
-            out_chars += _output_chars_from_result(result)
-        out = estimate_tokens(out_chars)
+            out += estimate_tokens(_output_chars_from_result(result))
         if inp == 0 and out == 0:
             return Usage()
         return Usage(inp, out, inp + out, source="estimated")
@@ -260,11 +247,11 @@ def estimate(api: str, kwargs: dict[str, Any], result: Any, chunks: list[Any] | 
     return Usage()
 
 
-def extract(api: str, kwargs: dict[str, Any], result: Any, chunks: list[Any] | None = None) -> Usage:
+def extract(api: str, kwargs: dict[str, Any], result: Any, stream_tokens: int | None = None) -> Usage:
     """Usage for one call: reported where OpenAI gave it, otherwise the estimate."""
     usage = normalize(get(result, "usage")) if result is not None else None
     if usage is None:
-        return estimate(api, kwargs, result, chunks)
+        return estimate(api, kwargs, result, stream_tokens)
     if api == "images":
         data = get(result, "data")
         if isinstance(data, (list, tuple)):
@@ -329,7 +316,8 @@ def _request_id(result: Any, extra: Any) -> str | None:
 def resolve_event(event: UsageEvent) -> None:
     """Fill an event's usage, model, provider and request id from the raw references it carries.
 
-    `raw_extra` (optional, a dict) may hold `chunks` (stream items, for estimates) and `headers_from`
+    `raw_extra` (optional, a dict) may hold `stream_tokens` (content chunks a stream showed, for the
+    estimate) and `headers_from`
     (an object with `.headers`, for the request id).
     """
     kwargs = event.raw_kwargs or {}
@@ -352,8 +340,8 @@ def resolve_event(event: UsageEvent) -> None:
         event.request_id = _request_id(result, extra)
     if event.error_occurred and result is None:
         return
-    chunks = get(extra, "chunks")
-    usage = extract(event.api, kwargs, result, chunks if isinstance(chunks, list) else None)
+    stream_tokens = get(extra, "stream_tokens")
+    usage = extract(event.api, kwargs, result, stream_tokens if isinstance(stream_tokens, int) else None)
     event.input_tokens = usage.input_tokens
     event.output_tokens = usage.output_tokens
     event.total_tokens = usage.total_tokens

@@ -73,8 +73,9 @@ def test_stream_without_usage_is_estimated_not_zero(fake: FakeOpenAI) -> None:
     assert "stream_options" not in fake.requests[-1].json()
     event = exporter.wire()[0]
     assert event["usage_source"] == "estimated"
-    # "Say hello" = 9 chars -> 3 tokens + 4 framing; 5 deltas "wordN " = 30 chars -> 8 tokens
-    assert (event["input_tokens"], event["output_tokens"]) == (7, 8)
+    # input: "Say hello" = 9 chars -> 3 tokens + 4 framing; output: the 5 content chunks (one token each;
+    # the role chunk and the finish chunk carry none)
+    assert (event["input_tokens"], event["output_tokens"]) == (7, 5)
 
 
 @pytest.mark.parametrize("how", ["break", "close", "exit", "gc", "next_then_drop"])
@@ -110,6 +111,8 @@ def test_every_early_end_emits_exactly_once(
     assert events[0]["streaming"] is True
     assert events[0]["usage_source"] == "estimated"
     assert events[0]["input_tokens"] > 0
+    # role chunk, then "word0 " (and "word1 " for next_then_drop): the content seen is what is billed
+    assert events[0]["output_tokens"] == (1 if how == "next_then_drop" else 0)
 
 
 def test_exhausted_then_closed_still_one_event(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
