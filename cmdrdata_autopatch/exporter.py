@@ -781,15 +781,7 @@ class BackgroundExporter:
     # -- flush, shutdown, exit ------------------------------------------------------------------------
 
     def _pending_locked(self) -> int:
-        return (
-            len(self._inbox)
-            + len(self._side)
-            + self._intaking
-            + self._ready_local
-            + self._in_flight_local
-            + self._spilling
-            + self._spool_pending
-        )
+        return self._in_memory_locked() + self._spool_pending
 
     def _in_memory_locked(self) -> int:
         return (
