@@ -11,6 +11,7 @@ import pytest
 import cmdrdata_autopatch as cmdrdata
 from cmdrdata_autopatch.diagnostics import reset_internal_errors
 
+from .apps.harness import RecordingServer
 from .fake_openai import FakeOpenAI, LoopbackOpenAI
 
 # Never let a developer's environment leak into the tests.
@@ -44,3 +45,13 @@ def loopback(fake: FakeOpenAI) -> Iterator[LoopbackOpenAI]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    """A loopback server that records every request (CmdrData's side, for CLI and drop-in client tests)."""
+    srv = RecordingServer()
+    try:
+        yield srv
+    finally:
+        srv.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,6 @@ from .apps.harness import CHAT_APP, RecordingServer, clean_env, console_script, 
 CLI = console_script("cmdrdata-autopatch")
 CMDRDATA_RUN = console_script("cmdrdata-run")
 SECRET = "tk-live-0123456789abcdefXYZW"
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    srv = RecordingServer()
-    try:
-        yield srv
-    finally:
-        srv.close()
 
 
 def doctor(env: dict[str, str], *args: str) -> tuple[int, dict]:

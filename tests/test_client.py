@@ -32,15 +32,6 @@ def _restore_classes() -> Iterator[None]:
     cmdrdata.unpatch()
 
 
-@pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    srv = RecordingServer()
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
 def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
