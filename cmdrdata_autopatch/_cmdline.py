@@ -6,12 +6,13 @@ loads them (no import cycle), and it imports nothing from the package: any comma
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import site
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 PTH_NAME = "cmdrdata_autopatch.pth"
 EXIT_OK = 0
@@ -53,14 +54,28 @@ def error(prog: str, message: str) -> None:
         pass
 
 
-def silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot raise into a closed pipe again."""
+def silence_stdout(stream: IO[str] | None = None) -> None:
+    """Point stdout (or `stream`) at /dev/null, so the flush at exit cannot hit the closed pipe again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (stream or sys.stdout).fileno())
         os.close(devnull)
-    except (OSError, ValueError):  # pragma: no cover - stdout without a descriptor (embedded interpreters)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - a stream without a descriptor
         pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose help, version and usage messages survive a reader that has gone (`--help | head -1`).
+
+    Python 3.11+ argparse already drops such a message; earlier ones raise BrokenPipeError out of
+    `parse_args`. Either way the exit status stays argparse's own (0 for help, 2 for a usage error).
+    """
+
+    def _print_message(self, message: str, file: Any = None) -> None:  # typeshed: SupportsWrite[str]
+        try:
+            super()._print_message(message, file)
+        except BrokenPipeError:
+            silence_stdout(file)
 
 
 def write_stdout(text: str) -> bool:

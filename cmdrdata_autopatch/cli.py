@@ -36,6 +36,7 @@ from ._cmdline import (
     EXIT_PROBLEM,
     EXIT_USAGE,
     PTH_NAME,
+    ArgumentParser,
     bootstrap_dir,
     error,
     installed_pth_files,
@@ -73,7 +74,7 @@ RUN_OPTIONS = {
 
 
 def _run_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description=(
             "Run COMMAND with every OpenAI call of every Python process it starts tracked per customer, "
@@ -203,7 +204,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 def _main_parser(prog: str) -> argparse.ArgumentParser:
     listing = ", ".join(f"{name} ({row.summary})" for name, row in SUBCOMMANDS.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Per-customer usage metering for every OpenAI call in a process.",
         epilog=f"commands: {listing}. '{prog} COMMAND --help' for each.",

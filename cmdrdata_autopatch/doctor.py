@@ -12,7 +12,6 @@ recorder, so nothing is sent), which is the only way to know that a row patches 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -25,6 +24,7 @@ from ._cmdline import (
     EXIT_OK,
     EXIT_PROBLEM,
     PTH_NAME,
+    ArgumentParser,
     blocking_ancestor,
     bootstrap_dir,
     format_table,
@@ -326,7 +326,7 @@ def render_text(diag: Diagnosis) -> str:
 
 def doctor_main(argv: Sequence[str], prog: str) -> int:
     """`cmdrdata-autopatch doctor [--json] [--timeout S] [--no-network]`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Check the installation: openai version, patch table, configuration, exporter, endpoint.",
         epilog="Exit status: 0 no problem found (warnings allowed), 1 problems found, 2 bad option.",

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ._cmdline import EXIT_OK, EXIT_PROBLEM, describe_path_error, error, format_table, write_stdout
+from ._cmdline import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    ArgumentParser,
+    describe_path_error,
+    error,
+    format_table,
+    write_stdout,
+)
 from .totals import TOKEN_FIELDS, UsageTotals
 
 STDIN = "-"
@@ -216,7 +224,7 @@ def render_csv(reading: Reading) -> str:
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description=(
             "Summarize the local usage files written by the jsonl exporter: calls and input / output / "
