@@ -57,11 +57,16 @@ def error(prog: str, message: str) -> None:
 def silence_stdout(stream: IO[str] | None = None) -> None:
     """Point stdout (or `stream`) at /dev/null, so the flush at exit cannot hit the closed pipe again."""
     try:
+        target = (stream or sys.stdout).fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, (stream or sys.stdout).fileno())
-        os.close(devnull)
     except (OSError, ValueError, AttributeError):  # pragma: no cover - a stream without a descriptor
+        return
+    try:
+        os.dup2(devnull, target)
+    except OSError:  # pragma: no cover - nothing else to try; the message is lost either way
         pass
+    finally:
+        os.close(devnull)
 
 
 class ArgumentParser(argparse.ArgumentParser):
