@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "cmdrdata-autopatch") ->
             _main_parser(prog).parse_args(args)  # prints help / version / the error, and exits
             return EXIT_USAGE  # pragma: no cover
         return _load(SUBCOMMANDS[args[0]])(args[1:], f"{prog} {args[0]}")
-    except BrokenPipeError:  # help text into `| head`: the reader left; no traceback for it
+    except BrokenPipeError:  # a command's own print() into `| head`: the reader left; no traceback for it
         silence_stdout()
         return EXIT_PROBLEM
 
