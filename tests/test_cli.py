@@ -131,3 +131,38 @@ def test_launch_env_puts_ours_first_once_and_applies_options(tmp_path: Path) -> 
     assert env["CMDRDATA_AUTOPATCH"] == "1" and env["CMDRDATA_CUSTOMER_ID"] == "acme"
     assert env["CMDRDATA_EXPORTER"] == "jsonl"  # an option not given leaves the environment's value
     assert os.path.isfile(os.path.join(ours, "sitecustomize.py"))
+
+
+def test_a_new_row_is_a_new_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The merge seam: `replay` (delivery rebuild) becomes a command by adding its row.
+    import types
+
+    seen: list[tuple[list[str], str]] = []
+
+    def replay_main(argv: list[str], prog: str) -> int:
+        seen.append((list(argv), prog))
+        return 3
+
+    module = types.ModuleType("cmdrdata_autopatch.replay")
+    module.replay_main = replay_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cmdrdata_autopatch.replay", module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "replay", cli.Subcommand("replay", "replay_main", "deliver now"))
+    assert cli.main(["replay", "--timeout", "5"]) == 3
+    assert seen == [(["--timeout", "5"], "cmdrdata-autopatch replay")]
+
+
+def test_a_command_printing_into_a_closed_pipe_gets_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    silenced: list[object] = []
+
+    def noisy_main(argv: list[str], prog: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")  # what print() raises once `| head` has gone
+
+    module = types.ModuleType("cmdrdata_autopatch.noisy")
+    module.noisy_main = noisy_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cmdrdata_autopatch.noisy", module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "noisy", cli.Subcommand("noisy", "noisy_main", "prints"))
+    monkeypatch.setattr(cli, "silence_stdout", lambda: silenced.append(True))  # not this pytest's stdout
+    assert cli.main(["noisy"]) == cli.EXIT_PROBLEM
+    assert silenced == [True]
