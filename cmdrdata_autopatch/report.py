@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import io
 import json
 import os
@@ -260,13 +261,16 @@ def _read_all(prog: str, paths: Sequence[str], defaulted: bool) -> Reading | Non
                 with open(path, "rb") as handle:
                     raw = handle.read()
         except OSError as exc:
-            hint = " (run your program with CMDRDATA_EXPORTER=jsonl, the default without an API key)"
-            error(prog, f"cannot read {path}: {describe_path_error(path, exc)}{hint if defaulted else ''}")
+            hint = ""
+            if defaulted and exc.errno == errno.ENOENT:  # nothing written yet: say how to get a file
+                hint = " (run your program with CMDRDATA_EXPORTER=jsonl, the default without an API key)"
+            error(prog, f"cannot read {path}: {describe_path_error(path, exc)}{hint}")
             return None
         reading.sources.append(name)
         bad = reading.add_lines(raw)
         if bad:
-            error(prog, f"warning: {bad} undecodable line(s) in {path} were skipped")
+            shown = STDIN_NAME if path == STDIN else path
+            error(prog, f"warning: {bad} undecodable line(s) in {shown} were skipped")
     return reading
 
 

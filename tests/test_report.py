@@ -171,8 +171,10 @@ def test_several_files_and_stdin_are_one_report(tmp_path: Path) -> None:
     assert {row["customer_id"] for row in data["by_customer"]} == {"acme", "globex", "initech"}
     assert data["totals"]["input_tokens"] == 113
 
-    alone = run_with_stdin(["-", "--json"], clean_env(tmp_path), piped)
+    alone = run_with_stdin(["-", "--json"], clean_env(tmp_path), "garbage\n" + piped)
     assert alone.returncode == 0 and json.loads(alone.stdout)["file"] == "<stdin>"
+    assert json.loads(alone.stdout)["events"] == 2
+    assert "1 undecodable line(s) in <stdin>" in alone.stderr
 
 
 def test_one_unreadable_file_fails_the_whole_report(tmp_path: Path) -> None:
@@ -259,6 +261,9 @@ def test_a_file_in_the_way_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{blocker} is a file, not a directory" in result.stderr
     assert "File exists" not in result.stderr and "Not a directory" not in result.stderr
+    assert "CMDRDATA_EXPORTER" not in result.stderr  # the hint is for a file not written yet, not this
+    nothing_yet = run([*REPORT], clean_env(tmp_path))  # default path, no file: say how to get one
+    assert nothing_yet.returncode == 1 and "CMDRDATA_EXPORTER=jsonl" in nothing_yet.stderr
     folder = run([*REPORT, str(tmp_path)], clean_env(tmp_path))
     assert folder.returncode == 1 and "it is a directory, not a file" in folder.stderr
 
