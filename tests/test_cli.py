@@ -1,29 +1,25 @@
-"""The command line: `cmdrdata-run --info`, `cmdrdata-autopatch run|doctor`, help texts and exit codes.
+"""The launcher and the dispatcher: `cmdrdata-run`, `cmdrdata-autopatch run`, `python -m cmdrdata_autopatch`,
+help texts, exit codes, and output into a pipe whose reader has gone.
 
 Run as real commands (the console scripts of this interpreter) so what is tested is what a user types.
-`doctor`'s endpoint check talks only to a server this test starts on 127.0.0.1.
+`doctor` and `report` have their own test modules.
 """
 
 from __future__ import annotations
 
 import json
-import socket
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from .apps.harness import CHAT_APP, RecordingServer, clean_env, console_script, events, run
+from cmdrdata_autopatch import cli
 
-CLI = console_script("cmdrdata-autopatch")
-CMDRDATA_RUN = console_script("cmdrdata-run")
+from .apps.harness import CHAT_APP, clean_env, events, run
+from .cli_helpers import CLI, CMDRDATA_RUN, PYTHON_M, assert_quiet_exit, run_into_closed_pipe
+
 SECRET = "tk-live-0123456789abcdefXYZW"
-
-
-def doctor(env: dict[str, str], *args: str) -> tuple[int, dict]:
-    result = run([*CLI, "doctor", "--json", *args], env)
-    assert SECRET not in result.stdout + result.stderr
-    return result.returncode, json.loads(result.stdout)
 
 
 @pytest.mark.parametrize(
@@ -73,64 +69,100 @@ def test_info_masks_the_key_and_validates(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "CMDRDATA_EXPORTER" in bad.stdout
 
 
-def test_doctor_offline_defaults(tmp_path: Path) -> None:
+def test_python_m_is_the_dispatcher(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
-    del env["CMDRDATA_EXPORTER"]
-    code, data = doctor(env)
-    assert code == 0, data["problems"]
-    assert data["ok"] is True
-    import openai
-
-    from cmdrdata_autopatch.targets import VERIFIED_UP_TO
-
-    assert data["openai"]["version"] == openai.__version__
-    assert data["openai"]["verified_up_to"] == VERIFIED_UP_TO
-    statuses = {row["status"] for row in data["targets"]}
-    assert "patched" in statuses and statuses <= {"patched", "not in this version"}
-    assert data["settings"]["exporter"] == "jsonl"
-    assert data["exporter"] == {"name": "jsonl", "destination": str(tmp_path / "usage.jsonl")}
-    assert data["endpoint_check"]["checked"] is False  # no key: no request at all
-    text = run([*CLI, "doctor"], env)
-    assert text.returncode == 0 and "OK: no problems found" in text.stdout
+    help_ = run([*PYTHON_M, "--help"], env)
+    assert help_.returncode == 0 and "usage: python -m cmdrdata_autopatch" in help_.stdout
+    for name in cli.SUBCOMMANDS:
+        assert name in help_.stdout
+    assert run([*PYTHON_M, "frobnicate"], env).returncode == 2
+    assert run([*PYTHON_M], env).returncode == 2
+    (tmp_path / "usage.jsonl").write_text(json.dumps({"event_id": "e1", "customer_id": "acme"}) + "\n")
+    report = run([*PYTHON_M, "report", "--json"], env)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["by_customer"][0]["customer_id"] == "acme"
+    launched = run([*PYTHON_M, "run", sys.executable, str(CHAT_APP)], env)
+    assert launched.returncode == 0 and "tracked=True" in launched.stdout
 
 
-def test_doctor_checks_the_endpoint_without_sending_an_event(tmp_path: Path, server: RecordingServer) -> None:
-    env = clean_env(tmp_path, CMDRDATA_API_KEY=SECRET, CMDRDATA_ENDPOINT=server.url, CMDRDATA_EXPORTER="http")
-    code, data = doctor(env)
-    assert code == 0, data["problems"]
-    assert data["settings"]["api_key"] == "****XYZW"
-    assert data["exporter"] == {"name": "http", "destination": server.url}
-    assert data["endpoint_check"]["ok"] is True and data["endpoint_check"]["status"] == 200
-    assert [r["method"] for r in server.requests] == ["GET"]  # one request, no event posted
-    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
-
-    server.status = 401
-    code, data = doctor(env)
-    assert code == 1
-    assert data["endpoint_check"]["status"] == 401
-    assert any("refuses the API key" in p for p in data["problems"])
-
-    code, data = doctor(env, "--no-network")
-    assert code == 0 and data["endpoint_check"]["detail"] == "skipped"
+def test_every_subcommand_row_names_a_command_function() -> None:
+    for name, row in cli.SUBCOMMANDS.items():
+        function = cli._load(row)
+        assert callable(function), name
+        assert function.__name__ == row.function
 
 
-def test_doctor_unreachable_endpoint(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a loopback port with nobody listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = clean_env(
-        tmp_path,
-        CMDRDATA_API_KEY=SECRET,
-        CMDRDATA_ENDPOINT=f"http://127.0.0.1:{port}/api/events",
-        CMDRDATA_EXPORTER="http",
+def test_the_launcher_does_not_load_the_other_commands(tmp_path: Path) -> None:
+    # `cmdrdata-run` starts every tracked program: it must not pay for doctor/report on the way.
+    code = "import sys, cmdrdata_autopatch.cli; print(*sorted(sys.modules), sep=chr(10))"
+    result = run([sys.executable, "-c", code], clean_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "cmdrdata_autopatch.cli" in loaded
+    for module in ("doctor", "report", "totals"):
+        assert f"cmdrdata_autopatch.{module}" not in loaded
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["doctor", "--help"], ["report", "--help"], ["--version"]],
+)
+def test_help_into_a_closed_pipe_is_quiet(args: list[str], tmp_path: Path) -> None:
+    result = run_into_closed_pipe([*CLI, *args], clean_env(tmp_path))
+    assert result.returncode == 0
+    assert_quiet_exit(result.stderr)
+
+
+def test_info_into_a_closed_pipe_keeps_its_status(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    assert run_into_closed_pipe([*CMDRDATA_RUN, "--info"], env).returncode == 0
+    bad = run_into_closed_pipe([*CMDRDATA_RUN, "--exporter", "carrier-pigeon", "--info"], env)
+    assert bad.returncode == 1
+    assert_quiet_exit(bad.stderr)
+
+
+def test_launch_env_puts_ours_first_once_and_applies_options(tmp_path: Path) -> None:
+    ours = cli.bootstrap_dir()
+    env = cli.launch_env(
+        {"customer_id": "acme", "exporter": None},
+        {"PYTHONPATH": os.pathsep.join([str(tmp_path), ours]), "CMDRDATA_EXPORTER": "jsonl"},
     )
-    code, data = doctor(env, "--timeout", "1")
-    assert code == 1
-    assert data["endpoint_check"]["ok"] is False and "no answer" in data["endpoint_check"]["detail"]
+    assert env["PYTHONPATH"].split(os.pathsep) == [ours, str(tmp_path)]
+    assert env["CMDRDATA_AUTOPATCH"] == "1" and env["CMDRDATA_CUSTOMER_ID"] == "acme"
+    assert env["CMDRDATA_EXPORTER"] == "jsonl"  # an option not given leaves the environment's value
+    assert os.path.isfile(os.path.join(ours, "sitecustomize.py"))
 
 
-def test_doctor_reports_a_bad_setting(tmp_path: Path) -> None:
-    code, data = doctor(clean_env(tmp_path, CMDRDATA_FLUSH_INTERVAL="soon"))
-    assert code == 1
-    assert data["settings"] is None
-    assert any("CMDRDATA_FLUSH_INTERVAL" in p and "'soon'" in p for p in data["problems"])
+def test_a_new_row_is_a_new_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The merge seam: `replay` (delivery rebuild) becomes a command by adding its row.
+    import types
+
+    seen: list[tuple[list[str], str]] = []
+
+    def replay_main(argv: list[str], prog: str) -> int:
+        seen.append((list(argv), prog))
+        return 3
+
+    module = types.ModuleType("cmdrdata_autopatch.replay")
+    module.replay_main = replay_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cmdrdata_autopatch.replay", module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "replay", cli.Subcommand("replay", "replay_main", "deliver now"))
+    assert cli.main(["replay", "--timeout", "5"]) == 3
+    assert seen == [(["--timeout", "5"], "cmdrdata-autopatch replay")]
+
+
+def test_a_command_printing_into_a_closed_pipe_gets_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    silenced: list[object] = []
+
+    def noisy_main(argv: list[str], prog: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")  # what print() raises once `| head` has gone
+
+    module = types.ModuleType("cmdrdata_autopatch.noisy")
+    module.noisy_main = noisy_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cmdrdata_autopatch.noisy", module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "noisy", cli.Subcommand("noisy", "noisy_main", "prints"))
+    monkeypatch.setattr(cli, "silence_stdout", lambda: silenced.append(True))  # not this pytest's stdout
+    assert cli.main(["noisy"]) == cli.EXIT_PROBLEM
+    assert silenced == [True]
