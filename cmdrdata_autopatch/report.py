@@ -19,8 +19,9 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Optional
 
 from ._cmdline import (
     EXIT_OK,
@@ -31,7 +32,18 @@ from ._cmdline import (
     format_table,
     write_stdout,
 )
-from .totals import TOKEN_FIELDS, UsageTotals
+from .pricing import EXTRA_HINT, PriceTable, load_prices
+from .report_query import (
+    DIMENSIONS,
+    Group,
+    Window,
+    bursts,
+    group_events,
+    parse_bound,
+    parse_dimensions,
+    parse_timestamp,
+)
+from .totals import TOKEN_FIELDS
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -93,54 +105,77 @@ def read_events(path: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
     return reading.events, reading.skipped
 
 
-def _parse_timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):  # fromisoformat accepts "Z" only from Python 3.11
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def time_range(events: Iterable[Mapping[str, Any]]) -> tuple[datetime | None, datetime | None]:
-    """The earliest and latest call start (`timestamp`) among the events, in UTC; None when none has one."""
-    moments = [m for m in (_parse_timestamp(e.get("timestamp")) for e in events) if m is not None]
-    return (min(moments), max(moments)) if moments else (None, None)
-
-
-def summarize(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Group events by customer and by model, with totals (the `report --json` body)."""
-    by_customer: dict[str, UsageTotals] = {}
-    by_model: dict[str, UsageTotals] = {}
-    totals = UsageTotals()
-    for event in events:
-        customer = event.get("customer_id")
-        model = event.get("model")
-        by_customer.setdefault(customer if isinstance(customer, str) else "(none)", UsageTotals()).add(event)
-        by_model.setdefault(model if isinstance(model, str) else "(unknown)", UsageTotals()).add(event)
-        totals.add(event)
-
-    def rows(groups: dict[str, UsageTotals], key: str) -> list[dict[str, Any]]:
-        ordered = sorted(groups.items(), key=lambda kv: (-kv[1].total_tokens, -kv[1].calls, kv[0]))
-        return [{key: name, **group.as_json()} for name, group in ordered]
-
-    return {
-        "by_customer": rows(by_customer, "customer_id"),
-        "by_model": rows(by_model, "model"),
-        "totals": totals.as_json(),
-    }
-
-
 def default_report_path(environ: Mapping[str, str] | None = None) -> str:
     """Where the jsonl exporter writes by default: `CMDRDATA_JSONL_PATH`, else ./cmdrdata-usage.jsonl."""
     from .config import DEFAULT_JSONL_PATH
 
     env = os.environ if environ is None else environ
     return env.get("CMDRDATA_JSONL_PATH", "").strip() or DEFAULT_JSONL_PATH
+
+
+def time_range(events: Iterable[Mapping[str, Any]]) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest call start (`timestamp`) among the events, in UTC; None when none has one."""
+    moments = [m for m in (parse_timestamp(e.get("timestamp")) for e in events) if m is not None]
+    return (min(moments), max(moments)) if moments else (None, None)
+
+
+@dataclass
+class Report:
+    """What every output format shows: the selected events, their groups, their cost when priced."""
+
+    reading: Reading
+    window: Window
+    by: list[str]
+    prices: PriceTable | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    costs: dict[int, Optional[Decimal]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, reading: Reading, window: Window, by: Sequence[str], prices: PriceTable | None) -> Report:
+        report = cls(reading=reading, window=window, by=list(by), prices=prices)
+        report.events = window.select(reading.events)
+        if prices is not None:  # each event priced once, whichever tables it appears in
+            report.costs = {id(event): prices.cost(event) for event in report.events}
+        return report
+
+    def cost_of(self, event: Mapping[str, Any]) -> Decimal | None:
+        return self.costs.get(id(event))
+
+    def grouped(self, by: Sequence[str]) -> tuple[list[Group], Group]:
+        return group_events(self.events, by, self.cost_of if self.prices is not None else None)
+
+    def burst_count(self) -> int:
+        return bursts(self.events)
+
+
+def summarize(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Group events by customer and by model, with totals (the core of the `report --json` body)."""
+    report = Report.build(Reading(events=[dict(e) for e in events]), Window(), [], None)
+    return _summary(report)
+
+
+def _row_json(names: Sequence[str], group: Group, priced: bool) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(names, group.key))
+    row.update(group.totals.as_json())
+    if priced:
+        row["cost_usd"] = _cost_number(group.cost)
+        row["unpriced"] = group.unpriced
+    return row
+
+
+def _cost_number(cost: Decimal | None) -> float | None:
+    return None if cost is None else float(round(cost, 10))
+
+
+def _summary(report: Report) -> dict[str, Any]:
+    priced = report.prices is not None
+    result: dict[str, Any] = {}
+    for dimension, key in (("customer", "customer_id"), ("model", "model")):
+        rows, _ = report.grouped([dimension])
+        result[f"by_{dimension}"] = [_row_json([key], row, priced) for row in rows]
+    _, total = report.grouped([])
+    result["totals"] = _row_json([], total, priced)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -150,54 +185,134 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds")
 
 
-def report_json(reading: Reading) -> dict[str, Any]:
+def report_json(report: Report) -> dict[str, Any]:
     """The whole report as one JSON-ready dict (`--format json`)."""
-    first, last = time_range(reading.events)
-    return {
+    reading, window = report.reading, report.window
+    first, last = time_range(report.events)
+    body: dict[str, Any] = {
         "file": reading.sources[0] if len(reading.sources) == 1 else None,
         "files": list(reading.sources),
-        "events": len(reading.events),
+        "events": len(report.events),
         "time_range": {"first": _iso(first), "last": _iso(last)},
+        "bursts": report.burst_count(),
+        "filter": {
+            "since": _iso(window.since),
+            "until": _iso(window.until),
+            "left_out": window.outside,
+            "left_out_untimed": window.untimed,
+        },
         "skipped": dict(reading.skipped),
-        **summarize(reading.events),
+        "prices": None if report.prices is None else report.prices.snapshot_json(),
+        **_summary(report),
     }
-
-
-def _usage_rows(key: str, rows: list[dict[str, Any]], totals: dict[str, Any]) -> list[list[Any]]:
-    numbers = ("calls", "errors", *TOKEN_FIELDS)
-    body = [[r[key], *(r[n] for n in numbers)] for r in rows]
-    body.append(["TOTAL", *(totals[n] for n in numbers)])
+    if report.prices is not None:
+        body["unpriced_models"] = dict(report.prices.unknown_models)
+    if report.by:
+        rows, _ = report.grouped(report.by)
+        body["by"] = list(report.by)
+        body["rows"] = [_row_json(report.by, row, report.prices is not None) for row in rows]
     return body
 
 
-def _header(reading: Reading) -> str:
-    first, last = time_range(reading.events)
-    where = ", ".join(reading.sources)
-    line = f"usage from {where}: {len(reading.events)} event(s)"
+def _cost_cell(group: Group) -> str:
+    if group.cost is None:
+        return "?" if group.unpriced else "0.000000"
+    return f"{group.cost:.6f}" + ("*" if group.unpriced else "")
+
+
+def _table(report: Report, names: Sequence[str], rows: list[Group], total: Group) -> list[str]:
+    priced = report.prices is not None
+    numbers = ["calls", "errors", "estimated", "input", "output", "cached", "reasoning", "total"]
+    header = [*names, *numbers, *(["cost USD (est.)"] if priced else [])]
+
+    def cells(key: Sequence[str], group: Group) -> list[Any]:
+        t = group.totals
+        values = [t.calls, t.errors, t.estimated, *t.tokens().values()]
+        return [*key, *values, *([_cost_cell(group)] if priced else [])]
+
+    body = [cells(row.key, row) for row in rows]
+    body.append(cells(["TOTAL", *[""] * (len(names) - 1)], total))
+    return format_table(header, body, numeric_from=len(names))
+
+
+def _header(report: Report) -> list[str]:
+    first, last = time_range(report.events)
+    where = ", ".join(report.reading.sources)
+    line = f"usage from {where}: {len(report.events)} event(s)"
     if first is not None and last is not None:
         line += f", {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
-    return line
+    lines = [line]
+    window = report.window
+    if window.active:
+        since = "the start" if window.since is None else f"{window.since:%Y-%m-%d %H:%M:%S}"
+        until = "the end" if window.until is None else f"{window.until:%Y-%m-%d %H:%M:%S}"
+        note = f"selected: calls from {since} up to (not including) {until} UTC"
+        left = [f"{window.outside} outside"] if window.outside else []
+        left += [f"{window.untimed} without a time"] if window.untimed else []
+        lines.append(note + (f"; left out {' and '.join(left)}" if left else ""))
+    return lines
 
 
-def render_table(reading: Reading) -> str:
-    """The text report: a header with the sources, event count and time range, then two tables."""
-    lines = [_header(reading)]
-    if reading.skipped["torn_last_line"]:
+def footer_notes(report: Report) -> list[str]:
+    """What a reader must know to trust the numbers: estimates, prices, and why a run can count twice."""
+    notes = []
+    _, total = report.grouped([])
+    if total.totals.estimated:
+        notes.append(
+            f"{total.totals.estimated} call(s) had no usage reported by OpenAI (column 'estimated'): their "
+            "tokens are estimates. For streams through a non-OpenAI host, ask the host for usage with "
+            "stream_options={'include_usage': True} or CMDRDATA_STREAM_USAGE=always."
+        )
+    prices = report.prices
+    if prices is None:
+        notes.append(f"no cost column: {EXTRA_HINT}.")
+    else:
+        notes.append(
+            f"cost USD (est.) is an estimate, not an invoice: {prices.describe()}, at the prices in force "
+            "at each call's time, with cached-input, service-tier (flex/priority), batch and tool-fee rates "
+            "where the table has them."
+        )
+        if prices.unknown_models:
+            listed = ", ".join(f"{name} ({n})" for name, n in sorted(prices.unknown_models.items()))
+            notes.append(
+                f"no price for {total.unpriced} call(s), left out of the cost ('?' or '*' in the cost "
+                f"column): model not in genai-prices' table: {listed}."
+            )
+        if prices.errors:
+            notes.append(
+                f"{prices.errors} call(s) could not be priced (unreadable usage); left out of the cost."
+            )
+    runs = report.burst_count()
+    if runs > 1:
+        notes.append(
+            f"these calls came in {runs} bursts, a minute or more apart: each tracked run appends to the "
+            "file, so running a program twice counts its calls twice. Start fresh by moving the file away "
+            "(or a CMDRDATA_JSONL_PATH per run), or report one period with --since/--until."
+        )
+    return notes
+
+
+def render_table(report: Report) -> str:
+    """The text report: a header with the sources, event count and time range, the tables, the notes."""
+    lines = _header(report)
+    if report.reading.skipped["torn_last_line"]:
         lines.append(
             "(an incomplete last line was skipped: the writer was still writing or was stopped mid-line)"
         )
-    if reading.events:
-        summary = summarize(reading.events)
-        header = ["calls", "errors", "input", "output", "cached", "reasoning", "total"]
-        for title, key, group in (("customer", "customer_id", "by_customer"), ("model", "model", "by_model")):
-            lines.append(f"\nby {title}:")
-            body = _usage_rows(key, summary[group], summary["totals"])
-            lines.extend(format_table([title, *header], body, numeric_from=1))
-        estimated = summary["totals"]["estimated"]
-        if estimated:
-            lines.append(
-                f"\n{estimated} call(s) had no usage reported by OpenAI; their tokens are estimates."
-            )
+    if report.events:
+        if report.by:
+            rows, total = report.grouped(report.by)
+            lines.append(f"\nby {', '.join(report.by)}:")
+            lines.extend(_table(report, report.by, rows, total))
+        else:
+            for name in ("customer", "model"):
+                rows, total = report.grouped([name])
+                lines.append(f"\nby {name}:")
+                lines.extend(_table(report, [name], rows, total))
+    notes = footer_notes(report)
+    if notes and report.events:
+        lines.append("")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
 
 
@@ -207,33 +322,71 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def render_csv(reading: Reading) -> str:
-    """One sheet for a spreadsheet: a row per customer, per model and the total, told apart by `group`."""
-    summary = summarize(reading.events)
-    numbers = ("calls", "errors", "estimated", *TOKEN_FIELDS)
+def _csv_numbers(group: Group, priced: bool) -> list[Any]:
+    t = group.totals
+    values: list[Any] = [t.calls, t.errors, t.estimated, *t.tokens().values()]
+    if priced:
+        values += ["" if group.cost is None else f"{group.cost:.8f}", group.unpriced]
+    return values
+
+
+def render_csv(report: Report) -> str:
+    """One sheet for a spreadsheet.
+
+    Without --by: a row per customer, per model and the total, told apart by `group`. With --by: one column
+    per dimension and no total row, so a pivot table or SUM() over the sheet adds up right.
+    """
+    priced = report.prices is not None
+    numbers = ["calls", "errors", "estimated", *TOKEN_FIELDS, *(["cost_usd", "unpriced"] if priced else [])]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    if report.by:
+        writer.writerow([*report.by, *numbers])
+        rows, _ = report.grouped(report.by)
+        for row in rows:
+            writer.writerow([*(_csv_cell(k) for k in row.key), *_csv_numbers(row, priced)])
+        return out.getvalue()
     writer.writerow(["group", "name", *numbers])
-    for group, key in (("customer", "customer_id"), ("model", "model")):
-        for row in summary[f"by_{group}"]:
-            writer.writerow([group, _csv_cell(row[key]), *(row[n] for n in numbers)])
-    writer.writerow(["total", "", *(summary["totals"][n] for n in numbers)])
+    for name in ("customer", "model"):
+        rows, _ = report.grouped([name])
+        for row in rows:
+            writer.writerow([name, _csv_cell(row.key[0]), *_csv_numbers(row, priced)])
+    _, total = report.grouped([])
+    writer.writerow(["total", "", *_csv_numbers(total, priced)])
     return out.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------- command
 
 
+def _dimensions(text: str) -> list[str]:
+    try:
+        return parse_dimensions(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bound(end: bool) -> Any:
+    def parse(text: str) -> datetime:
+        try:
+            return parse_bound(text, end=end)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog=prog,
         description=(
-            "Summarize the local usage files written by the jsonl exporter: calls and input / output / "
-            "cached / reasoning tokens per customer and per model, with totals. Several files are read as "
-            "one (an event in two of them counts once); '-' reads standard input."
+            "Summarize the local usage files written by the jsonl exporter: calls, estimated calls and "
+            "input / output / cached / reasoning tokens per customer and per model (or grouped with --by), "
+            "with totals and, with the 'prices' extra, an estimated cost. Several files are read as one (an "
+            "event in two of them counts once); '-' reads standard input. Times are UTC."
         ),
         epilog="Exit status: 0 report printed (also when the files hold no events), "
-        "1 a file missing or unreadable, 2 bad option.",
+        "1 a file missing or unreadable (or the --html page not writable), 2 bad option.",
     )
     parser.add_argument(
         "files",
@@ -241,10 +394,29 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSONL files, '-' for stdin (default: $CMDRDATA_JSONL_PATH, else ./cmdrdata-usage.jsonl)",
     )
+    parser.add_argument(
+        "--by",
+        type=_dimensions,
+        default=[],
+        metavar="DIM[,DIM...]",
+        help=f"group by these, in order: {', '.join(DIMENSIONS)} (e.g. --by customer,day)",
+    )
+    parser.add_argument(
+        "--since", type=_bound(False), metavar="WHEN", help="calls from this date or ISO time on (UTC)"
+    )
+    parser.add_argument(
+        "--until",
+        type=_bound(True),
+        metavar="WHEN",
+        help="calls before this ISO time, or through this date / month (UTC)",
+    )
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--format", choices=FORMATS, default="table", help="output format (table)")
     style.add_argument(
         "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
+    parser.add_argument(
+        "--html", metavar="FILE", help="also write a self-contained page with tables and charts to FILE"
     )
     return parser
 
@@ -274,17 +446,37 @@ def _read_all(prog: str, paths: Sequence[str], defaulted: bool) -> Reading | Non
     return reading
 
 
+def _write_html(prog: str, report: Report, path: str) -> bool:
+    from .report_html import render_html
+
+    page = render_html(report)
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    except OSError as exc:
+        error(prog, f"cannot write {path}: {describe_path_error(path, exc)}")
+        return False
+    error(prog, f"wrote the HTML report to {os.path.abspath(path)}")
+    return True
+
+
 def report_main(argv: Sequence[str], prog: str) -> int:
-    """`cmdrdata-autopatch report [FILE ...] [--format table|csv|json]`."""
-    args = _parser(prog).parse_args(list(argv))
+    """`cmdrdata-autopatch report [FILE ...] [--by DIMS] [--since/--until WHEN] [--format F] [--html F]`."""
+    parser = _parser(prog)
+    args = parser.parse_args(list(argv))
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        parser.error("--since must be before --until")
     paths = list(args.files) or [default_report_path()]
     reading = _read_all(prog, paths, defaulted=not args.files)
     if reading is None:
         return EXIT_PROBLEM
+    report = Report.build(reading, Window(since=args.since, until=args.until), args.by, load_prices())
+    if args.html and not _write_html(prog, report, args.html):
+        return EXIT_PROBLEM
     if args.format == "json":
-        write_stdout(json.dumps(report_json(reading), indent=2) + "\n")
+        write_stdout(json.dumps(report_json(report), indent=2) + "\n")
     elif args.format == "csv":
-        write_stdout(render_csv(reading))
+        write_stdout(render_csv(report))
     else:
-        write_stdout(render_table(reading))
+        write_stdout(render_table(report))
     return EXIT_OK
