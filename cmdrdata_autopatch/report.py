@@ -244,9 +244,9 @@ def _header(report: Report) -> list[str]:
     lines = [line]
     window = report.window
     if window.active:
-        since = "the start" if window.since is None else f"{window.since:%Y-%m-%d %H:%M:%S}"
-        until = "the end" if window.until is None else f"{window.until:%Y-%m-%d %H:%M:%S}"
-        note = f"selected: calls from {since} up to (not including) {until} UTC"
+        parts = [] if window.since is None else [f"from {window.since:%Y-%m-%d %H:%M:%S}"]
+        parts += [] if window.until is None else [f"before {window.until:%Y-%m-%d %H:%M:%S}"]
+        note = f"selected: calls {' and '.join(parts)} UTC"
         left = [f"{window.outside} outside"] if window.outside else []
         left += [f"{window.untimed} without a time"] if window.untimed else []
         lines.append(note + (f"; left out {' and '.join(left)}" if left else ""))
@@ -285,9 +285,9 @@ def footer_notes(report: Report) -> list[str]:
     runs = report.burst_count()
     if runs > 1:
         notes.append(
-            f"these calls came in {runs} bursts, a minute or more apart: each tracked run appends to the "
-            "file, so running a program twice counts its calls twice. Start fresh by moving the file away "
-            "(or a CMDRDATA_JSONL_PATH per run), or report one period with --since/--until."
+            f"these calls came in {runs} separate bursts (pauses of 30 s or more): every tracked run "
+            "appends to the file, so a program run twice is counted twice. To start fresh, move the file "
+            "away (or give each run its own CMDRDATA_JSONL_PATH); to report one period, use --since/--until."
         )
     return notes
 

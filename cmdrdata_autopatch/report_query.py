@@ -33,7 +33,7 @@ DIMENSIONS = (*FIELD_DIMENSIONS, *TIME_DIMENSIONS)
 _MISSING = {"model": "(unknown)", "api": "(unknown)", "provider": "(unknown)"}
 NO_TIME = "(no time)"
 # a pause this long between two calls starts a new burst: how the report tells separate runs apart
-BURST_GAP = timedelta(seconds=60)
+BURST_GAP = timedelta(seconds=30)
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MONTH_ONLY = re.compile(r"^\d{4}-\d{2}$")
