@@ -111,7 +111,7 @@ def nice_ceiling(value: float) -> float:
     """The axis top: the next 1, 2, 2.5 or 5 times a power of ten, so ticks at quarters read cleanly."""
     if value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * power:
             return step * power
