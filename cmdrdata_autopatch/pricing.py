@@ -13,6 +13,7 @@ Every number here is an estimate: the footer says so, and the CmdrData API is wh
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,15 @@ _UNIT_KEYS = {
 }
 _TIERS = {"flex", "priority"}  # tiers with their own rates; `default`, `auto`, `scale` are standard prices
 _PROVIDERS = {"openai": "openai", "azure": "azure"}
+
+
+def format_cost(value: Decimal | float) -> str:
+    """A cost for a person: 4 decimals, more for a fraction of a cent so a small call never reads as 0."""
+    amount = float(value)
+    if amount == 0:
+        return "0"
+    places = max(4, min(10, 1 - math.floor(math.log10(abs(amount)))))
+    return f"{amount:,.{places}f}"
 
 
 def _count(value: Any) -> int | float:

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +33,7 @@ from ._cmdline import (
     format_table,
     write_stdout,
 )
-from .pricing import EXTRA_HINT, PriceTable, load_prices
+from .pricing import EXTRA_HINT, PriceTable, format_cost, load_prices
 from .report_query import (
     DIMENSIONS,
     Group,
@@ -216,8 +217,8 @@ def report_json(report: Report) -> dict[str, Any]:
 
 def _cost_cell(group: Group) -> str:
     if group.cost is None:
-        return "?" if group.unpriced else "0.000000"
-    return f"{group.cost:.6f}" + ("*" if group.unpriced else "")
+        return "?" if group.unpriced else "0"
+    return format_cost(group.cost) + ("*" if group.unpriced else "")
 
 
 def _table(report: Report, names: Sequence[str], rows: list[Group], total: Group) -> list[str]:
@@ -282,14 +283,22 @@ def footer_notes(report: Report) -> list[str]:
             notes.append(
                 f"{prices.errors} call(s) could not be priced (unreadable usage); left out of the cost."
             )
-    runs = report.burst_count()
-    if runs > 1:
-        notes.append(
-            f"these calls came in {runs} separate bursts (pauses of 30 s or more): every tracked run "
-            "appends to the file, so a program run twice is counted twice. To start fresh, move the file "
-            "away (or give each run its own CMDRDATA_JSONL_PATH); to report one period, use --since/--until."
-        )
+    notes.extend(_runs_note(report))
     return notes
+
+
+def _runs_note(report: Report) -> list[str]:
+    """Why a demo run twice shows its calls twice: the file is appended to, never rewritten."""
+    files = [source for source in report.reading.sources if source != STDIN_NAME]
+    if not files or not report.events:
+        return []
+    runs = report.burst_count()
+    seen = f"these calls came in {runs} separate bursts (pauses of 30 s or more). " if runs > 1 else ""
+    return [
+        f"{seen}Every tracked run appends to the usage file, so a program run twice is counted twice. To "
+        "start fresh, move the file away (or give each run its own CMDRDATA_JSONL_PATH); to report one "
+        "period, use --since/--until."
+    ]
 
 
 def render_table(report: Report) -> str:
@@ -312,7 +321,7 @@ def render_table(report: Report) -> str:
     notes = footer_notes(report)
     if notes and report.events:
         lines.append("")
-        lines.extend(notes)
+        lines.extend(textwrap.fill(note, width=110, break_on_hyphens=False) for note in notes)
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Callable
 
+from .pricing import format_cost
 from .report_query import Group, parse_timestamp
 
 if TYPE_CHECKING:
@@ -58,10 +59,7 @@ def human(value: float) -> str:
 def money(value: Decimal | float | None) -> str:
     if value is None:
         return "?"
-    amount = float(value)
-    if amount == 0:
-        return "$0"
-    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"
+    return "$" + format_cost(value)
 
 
 def _buckets(report: Report) -> tuple[str, list[str]]:

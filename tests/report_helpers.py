@@ -50,3 +50,8 @@ def without_prices(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     shim.mkdir(parents=True, exist_ok=True)
     (shim / "__init__.py").write_text("raise ImportError('genai-prices is not installed (test shim)')\n")
     return {**env, "PYTHONPATH": str(shim.parent)}
+
+
+def prose(text: str) -> str:
+    """The report's output with its notes unwrapped (filled to 110 columns), to search it for phrases."""
+    return " ".join(text.split())

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .apps.harness import clean_env, run
-from .report_helpers import REPORT, wire, without_prices, write_jsonl
+from .report_helpers import REPORT, prose, wire, without_prices, write_jsonl
 
 NUMBERS = [
     "calls",
@@ -99,7 +99,7 @@ def test_hourly_table_and_the_filter_line(tmp_path: Path) -> None:
     header = next(line for line in lines if line.strip().startswith("hour")).split()
     columns = ["calls", "errors", "estimated", "input", "output", "cached", "reasoning", "total"]
     assert header == ["hour", *columns]
-    assert "estimated" in header and "no cost column: pip install 'cmdrdata-autopatch[prices]'" in out.stdout
+    assert "no cost column: pip install 'cmdrdata-autopatch[prices]'" in prose(out.stdout)
 
 
 def test_until_a_timestamp_leaves_that_instant_out(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_estimated_column_in_every_format(tmp_path: Path) -> None:
     table = report(tmp_path, str(path)).stdout
     acme = next(line.split() for line in table.splitlines() if line.strip().startswith("acme"))
     assert acme[:4] == ["acme", "2", "0", "1"]  # calls, errors, estimated
-    assert "1 call(s) had no usage reported by OpenAI (column 'estimated')" in table
+    assert "1 call(s) had no usage reported by OpenAI (column 'estimated')" in prose(table)
     _, rows = csv_rows(tmp_path, str(path), "--by", "customer")
     assert rows[0]["estimated"] == "1"
     data = json.loads(report(tmp_path, str(path), "--json").stdout)
@@ -133,10 +133,12 @@ def test_two_runs_of_a_demo_are_explained(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "u.jsonl", run_one + run_two)
     out = report(tmp_path, str(path)).stdout
     assert "8 event(s)" in out.splitlines()[0]
+    out = prose(out)
     assert "these calls came in 2 separate bursts" in out and "a program run twice is counted twice" in out
     assert json.loads(report(tmp_path, str(path), "--json").stdout)["bursts"] == 2
     once = write_jsonl(tmp_path / "once.jsonl", run_one)
-    assert "bursts" not in report(tmp_path, str(once)).stdout
+    alone = prose(report(tmp_path, str(once)).stdout)
+    assert "bursts" not in alone and "Every tracked run appends to the usage file" in alone
 
 
 def test_bad_options_exit_2(tmp_path: Path) -> None:

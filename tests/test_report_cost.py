@@ -24,7 +24,7 @@ import pytest
 from cmdrdata_autopatch.pricing import PriceTable, load_prices
 
 from .apps.harness import clean_env, run
-from .report_helpers import REPORT, wire, without_prices, write_jsonl
+from .report_helpers import REPORT, prose, wire, without_prices, write_jsonl
 
 needs_prices = pytest.mark.skipif(find_spec("genai_prices") is None, reason="genai-prices not installed")
 WHEN = "2026-11-20T12:00:00.000+00:00"  # after the dates genai-prices verified its tier and batch rates
@@ -146,10 +146,11 @@ def test_cost_column_in_every_format(tmp_path: Path) -> None:
     )
 
     text = run([*REPORT, str(path)], env).stdout
-    assert "cost USD (est.)" in text and "is an estimate, not an invoice: genai-prices" in text
-    assert "model not in genai-prices' table: my-local-llama (1)" in text
     llama = next(line for line in text.splitlines() if line.strip().startswith("my-local-llama"))
     assert llama.split()[-1] == "?"
+    text = prose(text)
+    assert "cost USD (est.)" in text and "is an estimate, not an invoice: genai-prices" in text
+    assert "model not in genai-prices' table: my-local-llama (1)" in text
 
 
 def test_without_genai_prices_there_is_no_cost_column(tmp_path: Path, monkeypatch: Any) -> None:
@@ -159,8 +160,15 @@ def test_without_genai_prices_there_is_no_cost_column(tmp_path: Path, monkeypatc
     env = without_prices(clean_env(tmp_path), tmp_path)
     text = run([*REPORT, str(path)], env).stdout
     assert "cost" not in text.splitlines()[3]  # the column header row of the first table
-    assert "no cost column: pip install 'cmdrdata-autopatch[prices]' (Python >= 3.11)" in text
+    assert "no cost column: pip install 'cmdrdata-autopatch[prices]' (Python >= 3.11)" in prose(text)
     data = json.loads(run([*REPORT, str(path), "--json"], env).stdout)
     assert data["prices"] is None and "cost_usd" not in data["totals"] and "unpriced_models" not in data
     sheet = run([*REPORT, str(path), "--format", "csv"], env).stdout
     assert "cost_usd" not in sheet.splitlines()[0]
+
+
+def test_costs_are_written_so_a_small_call_never_reads_as_zero() -> None:
+    from cmdrdata_autopatch.pricing import format_cost
+
+    shown = [format_cost(v) for v in (0, 3.2e-7, 0.000032, 0.0048, 0.5, 1234.5678, Decimal("0.00021"))]
+    assert shown == ["0", "0.00000032", "0.000032", "0.0048", "0.5000", "1,234.5678", "0.00021"]
