@@ -145,6 +145,13 @@ class Report:
     def grouped(self, by: Sequence[str]) -> tuple[list[Group], Group]:
         return group_events(self.events, by, self.cost_of if self.prices is not None else None)
 
+    def default_views(self) -> list[list[str]]:
+        """The tables without --by: customer, model, and the deployments when any event names one."""
+        views = [["customer"], ["model"]]
+        if any(e.get("service") or e.get("environment") for e in self.events):
+            views.append(["service", "environment"])
+        return views
+
     def burst_count(self) -> int:
         return bursts(self.events)
 
@@ -174,6 +181,9 @@ def _summary(report: Report) -> dict[str, Any]:
     for dimension, key in (("customer", "customer_id"), ("model", "model")):
         rows, _ = report.grouped([dimension])
         result[f"by_{dimension}"] = [_row_json([key], row, priced) for row in rows]
+    if ["service", "environment"] in report.default_views():
+        rows, _ = report.grouped(["service", "environment"])
+        result["by_service_environment"] = [_row_json(["service", "environment"], r, priced) for r in rows]
     _, total = report.grouped([])
     result["totals"] = _row_json([], total, priced)
     return result
@@ -314,10 +324,10 @@ def render_table(report: Report) -> str:
             lines.append(f"\nby {', '.join(report.by)}:")
             lines.extend(_table(report, report.by, rows, total))
         else:
-            for name in ("customer", "model"):
-                rows, total = report.grouped([name])
-                lines.append(f"\nby {name}:")
-                lines.extend(_table(report, [name], rows, total))
+            for names in report.default_views():
+                rows, total = report.grouped(names)
+                lines.append(f"\nby {', '.join(names)}:")
+                lines.extend(_table(report, names, rows, total))
     notes = footer_notes(report)
     if notes and report.events:
         lines.append("")

@@ -153,3 +153,20 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
         result = run([*REPORT, str(path), *args], env)
         assert result.returncode == 2, args
         assert words in result.stderr and result.stdout == ""
+
+
+def test_deployments_get_their_own_table_when_events_name_them(tmp_path: Path) -> None:
+    path = month_of_events(tmp_path)  # two events name a service or an environment, four are older
+    text = report(tmp_path, str(path)).stdout
+    assert "\nby service, environment:" in text
+    rows = [line.split() for line in text.split("by service, environment:")[1].splitlines()[3:7]]
+    assert ["web", "(none)", "1"] in [row[:3] for row in rows]
+    assert ["(none)", "prod", "1"] in [row[:3] for row in rows]
+    assert ["(none)", "(none)", "4"] in [row[:3] for row in rows]
+    data = json.loads(report(tmp_path, str(path), "--json").stdout)
+    pairs = {(r["service"], r["environment"]): r["calls"] for r in data["by_service_environment"]}
+    assert pairs == {("web", "(none)"): 1, ("(none)", "prod"): 1, ("(none)", "(none)"): 4}
+
+    old = write_jsonl(tmp_path / "old.jsonl", [wire("acme", "gpt-4o", 1, 1)])
+    assert "service" not in report(tmp_path, str(old)).stdout
+    assert "by_service_environment" not in json.loads(report(tmp_path, str(old), "--json").stdout)
