@@ -255,7 +255,8 @@ def _customer_tables(report: Report) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page as one string: style inline, charts inline, nothing fetched."""
-    from .report import footer_notes, time_range
+    from .report import time_range
+    from .report_text import footer_notes
 
     first, last = time_range(report.events)
     span = "" if first is None or last is None else f", {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
