@@ -68,6 +68,8 @@ class PriceTable:
     newest_price_date: Optional[date]
     unknown_models: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    # (model, provider) pairs the table does not know: genai-prices does not cache a failed lookup
+    _misses: set[tuple[str, Optional[str]]] = field(default_factory=set)
 
     def describe(self) -> str:
         """Which snapshot priced the report: genai-prices ships one table per release and dates none."""
@@ -95,23 +97,28 @@ class PriceTable:
         if not isinstance(model, str) or not model:
             self.unknown_models["(unknown)"] = self.unknown_models.get("(unknown)", 0) + 1
             return None
+        provider = event.get("provider")
+        lookup = (model, _PROVIDERS.get(provider) if isinstance(provider, str) else None)
+        if lookup in self._misses:
+            self.unknown_models[model] += 1
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return self._calc(event, model)
+                return self._calc(event, model, lookup[1])
         except LookupError:
+            self._misses.add(lookup)
             self.unknown_models[model] = self.unknown_models.get(model, 0) + 1
             return None
         except Exception:  # a damaged event or a genai-prices bug: no price for this row, said in the footer
             self.errors += 1
             return None
 
-    def _calc(self, event: Mapping[str, Any], model: str) -> Decimal:
-        provider = event.get("provider")
+    def _calc(self, event: Mapping[str, Any], model: str, provider: str | None) -> Decimal:
         calculation = self.module.calc_price(
             self._usage(event, model),
             model,
-            provider_id=_PROVIDERS.get(provider) if isinstance(provider, str) else None,
+            provider_id=provider,
             genai_request_timestamp=parse_timestamp(event.get("timestamp")),
             price_context=_context(event),
         )

@@ -127,6 +127,7 @@ class Report:
     prices: PriceTable | None
     events: list[dict[str, Any]] = field(default_factory=list)
     costs: dict[int, Optional[Decimal]] = field(default_factory=dict)
+    groupings: dict[tuple[str, ...], tuple[list[Group], Group]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, reading: Reading, window: Window, by: Sequence[str], prices: PriceTable | None) -> Report:
@@ -140,7 +141,12 @@ class Report:
         return self.costs.get(id(event))
 
     def grouped(self, by: Sequence[str]) -> tuple[list[Group], Group]:
-        return group_events(self.events, by, self.cost_of if self.prices is not None else None)
+        """The events grouped along `by`, computed once per report (the outputs ask for some many times)."""
+        key = tuple(by)
+        if key not in self.groupings:
+            cost_of = self.cost_of if self.prices is not None else None
+            self.groupings[key] = group_events(self.events, by, cost_of)
+        return self.groupings[key]
 
     def default_views(self) -> list[list[str]]:
         """The tables without --by: customer, model, and the deployments when any event names one."""

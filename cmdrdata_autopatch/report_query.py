@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Callable, Optional
 
 from .totals import UsageTotals
@@ -43,6 +44,11 @@ def parse_timestamp(value: Any) -> datetime | None:
     """An event's ISO-8601 `timestamp` in UTC; None when it is not one (a naive time is taken as UTC)."""
     if not isinstance(value, str):
         return None
+    return _parse_text(value)
+
+
+@lru_cache(maxsize=1 << 17)  # every grouping of a report reads every event's time again: parse each once
+def _parse_text(value: str) -> datetime | None:
     text = value.strip()
     if text.endswith(("Z", "z")):  # fromisoformat accepts "Z" only from Python 3.11
         text = text[:-1] + "+00:00"
