@@ -256,7 +256,7 @@ def _customer_tables(report: Report) -> str:
 def render_html(report: Report) -> str:
     """The whole page as one string: style inline, charts inline, nothing fetched."""
     from .report import time_range
-    from .report_text import footer_notes
+    from .report_text import footer_notes, selection_note
 
     first, last = time_range(report.events)
     span = "" if first is None or last is None else f", {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
@@ -264,6 +264,7 @@ def render_html(report: Report) -> str:
     models, _ = report.grouped(["model"])
     notes = "".join(f"<li>{_e(n)}</li>" for n in footer_notes(report))
     sources = ", ".join(report.reading.sources)
+    selected = "".join(f"<p class='meta'>{_e(line)}</p>" for line in selection_note(report))
     made = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -271,7 +272,7 @@ def render_html(report: Report) -> str:
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>OpenAI usage report</title><style>{_STYLE}</style></head><body>"
         "<h1>OpenAI usage report</h1>"
-        f"<p class='meta'>{len(report.events)} call(s){_e(span)} from {_e(sources)}</p>"
+        f"<p class='meta'>{len(report.events)} call(s){_e(span)} from {_e(sources)}</p>{selected}"
         f"<p class='meta'>made {_e(made)} by cmdrdata-autopatch report</p>"
         f"<div class='cards'>{_cards(report, total)}</div>"
         f"<h2>Charts</h2>{_charts(report)}"

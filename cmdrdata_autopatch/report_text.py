@@ -49,7 +49,12 @@ def _header(report: Report) -> list[str]:
     line = f"usage from {where}: {len(report.events)} event(s)"
     if first is not None and last is not None:
         line += f", {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
-    lines = [line]
+    return [line, *selection_note(report)]
+
+
+def selection_note(report: Report) -> list[str]:
+    """The --since/--until line: which period was asked for and what it left out (none without them)."""
+    lines = []
     window = report.window
     if window.active:
         parts = [] if window.since is None else [f"from {window.since:%Y-%m-%d %H:%M:%S}"]

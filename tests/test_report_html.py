@@ -8,6 +8,7 @@ metric and split, a table per customer, ids escaped, and the command's exit code
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,20 @@ def test_html_option_writes_the_page_and_still_prints(tmp_path: Path) -> None:
     bad = run([*REPORT, str(path), "--html", str(blocker / "r.html")], env)
     assert bad.returncode == 1 and f"{blocker} is a file, not a directory" in bad.stderr
     assert bad.stdout == ""
+
+
+def test_many_series_fold_into_other_and_the_period_is_stated() -> None:
+    when = "2026-11-30T10:00:00Z"
+    crowd = [wire(f"customer-{n:02d}", "gpt-4o", 100 * (n + 1), 0, timestamp=when) for n in range(12)]
+    reading = Reading(events=crowd, sources=["/data/usage.jsonl"])
+    window = Window(since=datetime(2026, 11, 30, tzinfo=timezone.utc))
+    page = Page()
+    page.feed(render_html(Report.build(reading, window, [], None)))
+    first_chart = page.tags.index(next(t for t in page.tags if t[0] == "svg"))
+    legend = [a for t, a in page.tags[:first_chart] if t == "span" and a.get("class") == "sw"]
+    assert len(legend) == 9  # the eight biggest customers, then "other"
+    bars = [a for t, a in page.tags if t == "rect" and a.get("class") == "bar"]
+    by_customer = [a["data-series"] for a in bars[:9]]
+    assert by_customer[:2] == ["customer-11", "customer-10"] and by_customer[-1] == "other"
+    assert "customer-00" not in by_customer
+    assert "selected: calls from 2026-11-30 00:00:00 UTC" in " ".join(page.text)
