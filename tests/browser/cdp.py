@@ -31,6 +31,7 @@ FLAGS = (
     "--disable-extensions",
     "--disable-default-apps",
     "--no-first-run",
+    "--disable-dev-shm-usage",
     "--no-default-browser-check",
     "--hide-scrollbars",
     "--mute-audio",
