@@ -98,14 +98,14 @@ class PriceTable:
             self.unknown_models["(unknown)"] = self.unknown_models.get("(unknown)", 0) + 1
             return None
         provider = event.get("provider")
-        lookup = (model, _PROVIDERS.get(provider) if isinstance(provider, str) else None)
+        lookup = (model, provider if isinstance(provider, str) else None)
         if lookup in self._misses:
             self.unknown_models[model] += 1
             return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return self._calc(event, model, lookup[1])
+                return self._calc(event, model, _PROVIDERS.get(lookup[1] or ""))
         except LookupError:
             self._misses.add(lookup)
             self.unknown_models[model] = self.unknown_models.get(model, 0) + 1
@@ -115,14 +115,29 @@ class PriceTable:
             return None
 
     def _calc(self, event: Mapping[str, Any], model: str, provider: str | None) -> Decimal:
-        calculation = self.module.calc_price(
-            self._usage(event, model),
-            model,
-            provider_id=provider,
-            genai_request_timestamp=parse_timestamp(event.get("timestamp")),
-            price_context=_context(event),
-        )
-        return Decimal(calculation.total_price)
+        """Price with the event's provider: OpenAI or Azure by id, another host by its API address.
+
+        A host genai-prices does not know (a company gateway, a local server) is priced by the model name
+        alone, which finds OpenAI's prices for OpenAI's models and nothing for the rest.
+        """
+        usage = self._usage(event, model)
+        when = parse_timestamp(event.get("timestamp"))
+        context = _context(event)
+        calc = self.module.calc_price
+        if provider is None and isinstance(event.get("provider"), str) and "." in event["provider"]:
+            try:
+                found = calc(
+                    usage,
+                    model,
+                    provider_api_url=f"https://{event['provider']}",
+                    genai_request_timestamp=when,
+                    price_context=context,
+                )
+                return Decimal(found.total_price)
+            except LookupError:
+                pass
+        found = calc(usage, model, provider_id=provider, genai_request_timestamp=when, price_context=context)
+        return Decimal(found.total_price)
 
     def _usage(self, event: Mapping[str, Any], model: str) -> Any:
         usage_cls = self.module.Usage

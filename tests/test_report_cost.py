@@ -172,3 +172,23 @@ def test_costs_are_written_so_a_small_call_never_reads_as_zero() -> None:
 
     shown = [format_cost(v) for v in (0, 3.2e-7, 0.000032, 0.0048, 0.5, 1234.5678, Decimal("0.00021"))]
     assert shown == ["0", "0.00000032", "0.000032", "0.0048", "0.5000", "1,234.5678", "0.00021"]
+
+
+@needs_prices
+def test_other_hosts_are_priced_by_their_api_address_or_not_at_all() -> None:
+    import genai_prices
+
+    prices = table()
+    moment = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    llama = {**wire("acme", "llama-3.3-70b-versatile", 1_000_000, 0, timestamp=WHEN)}
+    groq = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1_000_000),
+        llama["model"],
+        provider_id="groq",
+        genai_request_timestamp=moment,
+    ).total_price
+    assert prices.cost({**llama, "provider": "localhost:8000"}) is None  # a local server: no price
+    assert prices.cost({**llama, "provider": "api.groq.com"}) == Decimal(groq)  # a known host's own prices
+    gateway = {**wire("acme", "gpt-4o", 1000, 100, timestamp=WHEN), "provider": "llm-gateway.corp.example"}
+    assert prices.cost(gateway) == expected("gpt-4o", input_tokens=1000, output_tokens=100)
+    assert prices.unknown_models == {"llama-3.3-70b-versatile": 1}
