@@ -1,26 +1,29 @@
 """`cmdrdata-autopatch report`: usage per customer and per model from the files the jsonl exporter writes.
 
-Without an API key the jsonl exporter is the default, so this is how a developer sees what would be billed.
+Without an API key the jsonl exporter is the default, so this is how a developer sees what would be billed,
+and how a billing person gets a sheet or a page: `--by customer,day`, `--since/--until`, `--format csv`,
+`--html FILE`, and an estimated cost with the `prices` extra. This module reads the sources and runs the
+command; report_query.py selects and groups, pricing.py prices, report_text.py and report_html.py render.
 The input is whatever a writer left behind: a torn last line (a process killed mid-write) is expected and
 skipped, an undecodable line elsewhere is skipped and said, and an event written twice (a replay, or two
 files holding the same event) is counted once, by `event_id`, because CmdrData bills it once too.
 
-Exit codes: 0 report printed (also when no events), 1 a file missing or unreadable, 2 bad option.
+Exit codes: 0 report printed (also when no events), 1 a file missing or unreadable (or the --html page
+not writable), 2 bad option.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import errno
-import io
 import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Optional
 
 from ._cmdline import (
     EXIT_OK,
@@ -28,17 +31,24 @@ from ._cmdline import (
     ArgumentParser,
     describe_path_error,
     error,
-    format_table,
     write_stdout,
 )
-from .totals import TOKEN_FIELDS, UsageTotals
+from .pricing import PriceTable, load_prices
+from .report_query import (
+    DIMENSIONS,
+    Group,
+    Window,
+    bursts,
+    group_events,
+    parse_bound,
+    parse_dimensions,
+    parse_timestamp,
+)
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 FORMATS = ("table", "csv", "json")
 SKIP_REASONS = ("torn_last_line", "bad_lines", "duplicates")
-# text cells a spreadsheet would run as a formula (CSV injection): such customer ids get a leading quote
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -93,54 +103,93 @@ def read_events(path: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
     return reading.events, reading.skipped
 
 
-def _parse_timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):  # fromisoformat accepts "Z" only from Python 3.11
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def time_range(events: Iterable[Mapping[str, Any]]) -> tuple[datetime | None, datetime | None]:
-    """The earliest and latest call start (`timestamp`) among the events, in UTC; None when none has one."""
-    moments = [m for m in (_parse_timestamp(e.get("timestamp")) for e in events) if m is not None]
-    return (min(moments), max(moments)) if moments else (None, None)
-
-
-def summarize(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Group events by customer and by model, with totals (the `report --json` body)."""
-    by_customer: dict[str, UsageTotals] = {}
-    by_model: dict[str, UsageTotals] = {}
-    totals = UsageTotals()
-    for event in events:
-        customer = event.get("customer_id")
-        model = event.get("model")
-        by_customer.setdefault(customer if isinstance(customer, str) else "(none)", UsageTotals()).add(event)
-        by_model.setdefault(model if isinstance(model, str) else "(unknown)", UsageTotals()).add(event)
-        totals.add(event)
-
-    def rows(groups: dict[str, UsageTotals], key: str) -> list[dict[str, Any]]:
-        ordered = sorted(groups.items(), key=lambda kv: (-kv[1].total_tokens, -kv[1].calls, kv[0]))
-        return [{key: name, **group.as_json()} for name, group in ordered]
-
-    return {
-        "by_customer": rows(by_customer, "customer_id"),
-        "by_model": rows(by_model, "model"),
-        "totals": totals.as_json(),
-    }
-
-
 def default_report_path(environ: Mapping[str, str] | None = None) -> str:
     """Where the jsonl exporter writes by default: `CMDRDATA_JSONL_PATH`, else ./cmdrdata-usage.jsonl."""
     from .config import DEFAULT_JSONL_PATH
 
     env = os.environ if environ is None else environ
     return env.get("CMDRDATA_JSONL_PATH", "").strip() or DEFAULT_JSONL_PATH
+
+
+def time_range(events: Iterable[Mapping[str, Any]]) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest call start (`timestamp`) among the events, in UTC; None when none has one."""
+    moments = [m for m in (parse_timestamp(e.get("timestamp")) for e in events) if m is not None]
+    return (min(moments), max(moments)) if moments else (None, None)
+
+
+@dataclass
+class Report:
+    """What every output format shows: the selected events, their groups, their cost when priced."""
+
+    reading: Reading
+    window: Window
+    by: list[str]
+    prices: PriceTable | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    costs: dict[int, Optional[Decimal]] = field(default_factory=dict)
+    groupings: dict[tuple[str, ...], tuple[list[Group], Group]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, reading: Reading, window: Window, by: Sequence[str], prices: PriceTable | None) -> Report:
+        report = cls(reading=reading, window=window, by=list(by), prices=prices)
+        report.events = window.select(reading.events)
+        if prices is not None:  # each event priced once, whichever tables it appears in
+            report.costs = {id(event): prices.cost(event) for event in report.events}
+        return report
+
+    def cost_of(self, event: Mapping[str, Any]) -> Decimal | None:
+        return self.costs.get(id(event))
+
+    def grouped(self, by: Sequence[str]) -> tuple[list[Group], Group]:
+        """The events grouped along `by`, computed once per report (the outputs ask for some many times)."""
+        key = tuple(by)
+        if key not in self.groupings:
+            cost_of = self.cost_of if self.prices is not None else None
+            self.groupings[key] = group_events(self.events, by, cost_of)
+        return self.groupings[key]
+
+    def default_views(self) -> list[list[str]]:
+        """The tables without --by: customer, model, and the deployments when any event names one."""
+        views = [["customer"], ["model"]]
+        if any(e.get("service") or e.get("environment") for e in self.events):
+            views.append(["service", "environment"])
+        return views
+
+    def burst_count(self) -> int:
+        return bursts(self.events)
+
+
+def summarize(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Group events by customer and by model, with totals (the core of the `report --json` body)."""
+    report = Report.build(Reading(events=[dict(e) for e in events]), Window(), [], None)
+    return _summary(report)
+
+
+def _row_json(names: Sequence[str], group: Group, priced: bool) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(names, group.key))
+    row.update(group.totals.as_json())
+    if priced:
+        row["cost_usd"] = _cost_number(group.cost)
+        row["unpriced"] = group.unpriced
+    return row
+
+
+def _cost_number(cost: Decimal | None) -> float | None:
+    return None if cost is None else float(round(cost, 10))
+
+
+def _summary(report: Report) -> dict[str, Any]:
+    priced = report.prices is not None
+    result: dict[str, Any] = {}
+    for dimension, key in (("customer", "customer_id"), ("model", "model")):
+        rows, _ = report.grouped([dimension])
+        result[f"by_{dimension}"] = [_row_json([key], row, priced) for row in rows]
+    if ["service", "environment"] in report.default_views():
+        rows, _ = report.grouped(["service", "environment"])
+        result["by_service_environment"] = [_row_json(["service", "environment"], r, priced) for r in rows]
+    _, total = report.grouped([])
+    result["totals"] = _row_json([], total, priced)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -150,90 +199,66 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds")
 
 
-def report_json(reading: Reading) -> dict[str, Any]:
+def report_json(report: Report) -> dict[str, Any]:
     """The whole report as one JSON-ready dict (`--format json`)."""
-    first, last = time_range(reading.events)
-    return {
+    reading, window = report.reading, report.window
+    first, last = time_range(report.events)
+    body: dict[str, Any] = {
         "file": reading.sources[0] if len(reading.sources) == 1 else None,
         "files": list(reading.sources),
-        "events": len(reading.events),
+        "events": len(report.events),
         "time_range": {"first": _iso(first), "last": _iso(last)},
+        "bursts": report.burst_count(),
+        "filter": {
+            "since": _iso(window.since),
+            "until": _iso(window.until),
+            "left_out": window.outside,
+            "left_out_untimed": window.untimed,
+        },
         "skipped": dict(reading.skipped),
-        **summarize(reading.events),
+        "prices": None if report.prices is None else report.prices.snapshot_json(),
+        **_summary(report),
     }
-
-
-def _usage_rows(key: str, rows: list[dict[str, Any]], totals: dict[str, Any]) -> list[list[Any]]:
-    numbers = ("calls", "errors", *TOKEN_FIELDS)
-    body = [[r[key], *(r[n] for n in numbers)] for r in rows]
-    body.append(["TOTAL", *(totals[n] for n in numbers)])
+    if report.prices is not None:
+        body["unpriced_models"] = dict(report.prices.unknown_models)
+    if report.by:
+        rows, _ = report.grouped(report.by)
+        body["by"] = list(report.by)
+        body["rows"] = [_row_json(report.by, row, report.prices is not None) for row in rows]
     return body
 
 
-def _header(reading: Reading) -> str:
-    first, last = time_range(reading.events)
-    where = ", ".join(reading.sources)
-    line = f"usage from {where}: {len(reading.events)} event(s)"
-    if first is not None and last is not None:
-        line += f", {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
-    return line
-
-
-def render_table(reading: Reading) -> str:
-    """The text report: a header with the sources, event count and time range, then two tables."""
-    lines = [_header(reading)]
-    if reading.skipped["torn_last_line"]:
-        lines.append(
-            "(an incomplete last line was skipped: the writer was still writing or was stopped mid-line)"
-        )
-    if reading.events:
-        summary = summarize(reading.events)
-        header = ["calls", "errors", "input", "output", "cached", "reasoning", "total"]
-        for title, key, group in (("customer", "customer_id", "by_customer"), ("model", "model", "by_model")):
-            lines.append(f"\nby {title}:")
-            body = _usage_rows(key, summary[group], summary["totals"])
-            lines.extend(format_table([title, *header], body, numeric_from=1))
-        estimated = summary["totals"]["estimated"]
-        if estimated:
-            lines.append(
-                f"\n{estimated} call(s) had no usage reported by OpenAI; their tokens are estimates."
-            )
-    return "\n".join(lines) + "\n"
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def render_csv(reading: Reading) -> str:
-    """One sheet for a spreadsheet: a row per customer, per model and the total, told apart by `group`."""
-    summary = summarize(reading.events)
-    numbers = ("calls", "errors", "estimated", *TOKEN_FIELDS)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["group", "name", *numbers])
-    for group, key in (("customer", "customer_id"), ("model", "model")):
-        for row in summary[f"by_{group}"]:
-            writer.writerow([group, _csv_cell(row[key]), *(row[n] for n in numbers)])
-    writer.writerow(["total", "", *(summary["totals"][n] for n in numbers)])
-    return out.getvalue()
-
-
 # ----------------------------------------------------------------------------------------------- command
+
+
+def _dimensions(text: str) -> list[str]:
+    try:
+        return parse_dimensions(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bound(end: bool) -> Any:
+    def parse(text: str) -> datetime:
+        try:
+            return parse_bound(text, end=end)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog=prog,
         description=(
-            "Summarize the local usage files written by the jsonl exporter: calls and input / output / "
-            "cached / reasoning tokens per customer and per model, with totals. Several files are read as "
-            "one (an event in two of them counts once); '-' reads standard input."
+            "Summarize the local usage files written by the jsonl exporter: calls, estimated calls and "
+            "input / output / cached / reasoning tokens per customer and per model (or grouped with --by), "
+            "with totals and, with the 'prices' extra, an estimated cost. Several files are read as one (an "
+            "event in two of them counts once); '-' reads standard input. Times are UTC."
         ),
         epilog="Exit status: 0 report printed (also when the files hold no events), "
-        "1 a file missing or unreadable, 2 bad option.",
+        "1 a file missing or unreadable (or the --html page not writable), 2 bad option.",
     )
     parser.add_argument(
         "files",
@@ -241,10 +266,29 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSONL files, '-' for stdin (default: $CMDRDATA_JSONL_PATH, else ./cmdrdata-usage.jsonl)",
     )
+    parser.add_argument(
+        "--by",
+        type=_dimensions,
+        default=[],
+        metavar="DIM[,DIM...]",
+        help=f"group by these, in order: {', '.join(DIMENSIONS)} (e.g. --by customer,day)",
+    )
+    parser.add_argument(
+        "--since", type=_bound(False), metavar="WHEN", help="calls from this date or ISO time on (UTC)"
+    )
+    parser.add_argument(
+        "--until",
+        type=_bound(True),
+        metavar="WHEN",
+        help="calls before this ISO time, or through this date / month (UTC)",
+    )
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--format", choices=FORMATS, default="table", help="output format (table)")
     style.add_argument(
         "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
+    parser.add_argument(
+        "--html", metavar="FILE", help="also write a self-contained page with tables and charts to FILE"
     )
     return parser
 
@@ -274,17 +318,39 @@ def _read_all(prog: str, paths: Sequence[str], defaulted: bool) -> Reading | Non
     return reading
 
 
+def _write_html(prog: str, report: Report, path: str) -> bool:
+    from .report_html import render_html
+
+    page = render_html(report)
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    except OSError as exc:
+        error(prog, f"cannot write {path}: {describe_path_error(path, exc)}")
+        return False
+    error(prog, f"wrote the HTML report to {os.path.abspath(path)}")
+    return True
+
+
 def report_main(argv: Sequence[str], prog: str) -> int:
-    """`cmdrdata-autopatch report [FILE ...] [--format table|csv|json]`."""
-    args = _parser(prog).parse_args(list(argv))
+    """`cmdrdata-autopatch report [FILE ...] [--by DIMS] [--since/--until WHEN] [--format F] [--html F]`."""
+    parser = _parser(prog)
+    args = parser.parse_args(list(argv))
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        parser.error("--since must be before --until")
     paths = list(args.files) or [default_report_path()]
     reading = _read_all(prog, paths, defaulted=not args.files)
     if reading is None:
         return EXIT_PROBLEM
+    report = Report.build(reading, Window(since=args.since, until=args.until), args.by, load_prices())
+    if args.html and not _write_html(prog, report, args.html):
+        return EXIT_PROBLEM
+    from .report_text import render_csv, render_table  # here: report_text imports this module
+
     if args.format == "json":
-        write_stdout(json.dumps(report_json(reading), indent=2) + "\n")
+        write_stdout(json.dumps(report_json(report), indent=2) + "\n")
     elif args.format == "csv":
-        write_stdout(render_csv(reading))
+        write_stdout(render_csv(report))
     else:
-        write_stdout(render_table(reading))
+        write_stdout(render_table(report))
     return EXIT_OK

@@ -13,38 +13,11 @@ import io
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from typing import Any
 
 from .apps.harness import CHAT_APP, REPO_ROOT, TIMEOUT, clean_env, console_script, run
 from .cli_helpers import assert_quiet_exit, run_into_closed_pipe
-
-REPORT = [*console_script("cmdrdata-autopatch"), "report"]
-
-
-def wire(
-    customer: str | None, model: str, inp: int, out: int, cached: int = 0, reasoning: int = 0, **kw: Any
-) -> dict:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "customer_id": customer,
-        "model": model,
-        "api": "chat.completions",
-        "input_tokens": inp,
-        "output_tokens": out,
-        "total_tokens": inp + out,
-        "cached_input_tokens": cached,
-        "reasoning_tokens": reasoning,
-        "usage_source": "reported",
-        "error_occurred": False,
-        **kw,
-    }
-
-
-def write_jsonl(path: Path, events: list[dict], tail: str = "") -> Path:
-    path.write_text("".join(json.dumps(e) + "\n" for e in events) + tail)
-    return path
+from .report_helpers import REPORT, wire, without_prices, write_jsonl
 
 
 def report_json(args: list[str], env: dict[str, str]) -> tuple[int, dict]:
@@ -227,7 +200,7 @@ def test_csv_for_a_spreadsheet(tmp_path: Path) -> None:
         wire(None, "gpt-4o-mini", 2, 0, error_occurred=True),
     ]
     path = write_jsonl(tmp_path / "u.jsonl", events)
-    result = run([*REPORT, str(path), "--format", "csv"], clean_env(tmp_path))
+    result = run([*REPORT, str(path), "--format", "csv"], without_prices(clean_env(tmp_path), tmp_path))
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == [
