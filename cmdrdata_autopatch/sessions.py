@@ -254,14 +254,11 @@ class SessionObserver:
             start_wall, latency = start[0], perf - start[1]
         else:
             start_wall, latency = now, 0.0
+        metadata = attribution.metadata
+        if self.session_id and billing.api != "live" and "session_id" not in (metadata or {}):
+            metadata = {**(metadata or {}), "session_id": self.session_id}  # which session it came from
         event = SessionEvent(
-            billing.api,
-            start_wall,
-            max(latency, 0.0),
-            attribution.customer_id,
-            attribution.metadata,
-            True,
-            billing.model or self.model,
+            billing.api, start_wall, max(latency, 0.0), attribution.customer_id, metadata, True, billing.model
         )
         event.set_ids(derived, billing.source_id, billing.service_tier)
         _fill(event, billing, attribution.provider)
