@@ -24,6 +24,7 @@ from .ws_server import (
     async_client,
     has_surface,
     new_id,
+    read_session,
     resource,
     rt_response_created,
     rt_response_done,
@@ -274,11 +275,13 @@ def test_socket_dropped_mid_response(memory: cmdrdata.MemoryExporter, surface: s
         peer.drop()
 
     seen: list[str] = []
-    with WsServer(script) as server:
-        with pytest.raises(ConnectionClosedError):
-            with resource(sync_client(server), surface).connect(model=MODEL) as conn:
-                for event in conn:
-                    seen.append(event.type)
+    with WsServer(script) as server, pytest.raises(ConnectionClosedError):
+        conn = resource(sync_client(server), surface).connect(model=MODEL).enter()
+        try:
+            for event in conn:
+                seen.append(event.type)
+        finally:
+            conn.close()
     assert seen[-1] == "response.output_text.delta"
     assert [e["source_id"] for e in realtime_events(memory)] == [done]
 
@@ -319,8 +322,7 @@ def test_app_receives_the_same_events_with_and_without_us(surface: str) -> None:
 
     def read() -> list[Any]:
         with WsServer(script) as server:
-            with resource(sync_client(server), surface).connect(model=MODEL) as conn:
-                return list(conn)
+            return read_session(server, surface, model=MODEL)
 
     bare = read()
     cmdrdata.patch(exporter="memory")
@@ -353,9 +355,8 @@ def test_transcription_usage_in_tokens(memory: cmdrdata.MemoryExporter) -> None:
         peer.send(rt_session_created(new_id("sess"), MODEL), rt_transcription_completed(item, usage))
         peer.close()
 
-    with WsServer(script) as server:
-        with resource(sync_client(server), surface).connect(model=MODEL) as conn:
-            list(conn)
+    with WsServer(script) as server, resource(sync_client(server), surface).connect(model=MODEL) as conn:
+        list(conn)
     [event] = realtime_events(memory, "realtime.transcription")
     assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (31, 7, 38)
     assert event["units"] is None and event["usage_details"]["input_token_details"]["audio_tokens"] == 31
@@ -421,8 +422,7 @@ def test_track_usage_false_records_nothing(memory: cmdrdata.MemoryExporter) -> N
         peer.close()
 
     with WsServer(script) as server:
-        with resource(sync_client(server), surface).connect(model=MODEL, track_usage=False) as conn:
-            assert len(list(conn)) == 2
+        assert len(read_session(server, surface, model=MODEL, track_usage=False)) == 2
     assert memory.events == []
 
 
@@ -457,9 +457,7 @@ def test_unpatch_restores_every_hooked_method(surface: str) -> None:
 def test_events_are_json_and_carry_no_secret(memory: cmdrdata.MemoryExporter) -> None:
     surface = "realtime" if has_surface("realtime") else "beta.realtime"
     with WsServer(one_turn_script(new_id("sess"), new_id("resp"), new_id("item"))) as server:
-        with resource(sync_client(server), surface).connect(model=MODEL) as conn:
-            conn.send({"type": "response.create"})
-            list(conn)
+        read_session(server, surface, {"type": "response.create"}, model=MODEL)
     for event in memory.events:
         body = event.to_json()
         assert b"sk-test" not in body

@@ -351,3 +351,11 @@ def async_client(server: WsServer) -> Any:
     import openai
 
     return _client(openai.AsyncOpenAI, server)
+
+
+def read_session(server: WsServer, surface: str, *send: dict[str, Any], **connect: Any) -> list[Any]:
+    """Open a sync session on `surface`, send `send`, and read every server event until the server closes."""
+    with resource(sync_client(server), surface).connect(**connect) as conn:
+        for message in send:
+            conn.send(message)
+        return list(conn)
