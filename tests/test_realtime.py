@@ -462,3 +462,74 @@ def test_events_are_json_and_carry_no_secret(memory: cmdrdata.MemoryExporter) ->
         body = event.to_json()
         assert b"sk-test" not in body
         assert json.loads(body)["api"].startswith("realtime")
+
+
+def test_sideband_call_id_connection_is_billed(memory: cmdrdata.MemoryExporter) -> None:
+    """`realtime.connect(call_id=...)` joins an existing (SIP / WebRTC) call: same events, same bills."""
+    if not has_surface("realtime"):
+        pytest.skip("no GA realtime here")
+    from openai.resources.realtime.realtime import Realtime
+
+    if "call_id" not in inspect.signature(Realtime.connect).parameters:
+        pytest.skip("connect(call_id=) arrived after this release")
+    response_id = new_id("resp")
+
+    def script(peer: Peer) -> None:
+        peer.send(rt_session_created(new_id("sess"), MODEL), rt_response_done(response_id, REALTIME_USAGE))
+        peer.close()
+
+    with WsServer(script) as server:
+        read_session(server, "realtime", call_id="rtc_abc123", customer_id="caller-7")
+        assert "call_id=rtc_abc123" in server.paths[0]
+    [event] = realtime_events(memory)
+    assert event["source_id"] == response_id and event["customer_id"] == "caller-7"
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_connect_before_patch_is_billed_to_the_block_active_at_opening(surface: str) -> None:
+    response_id = new_id("resp")
+
+    def script(peer: Peer) -> None:
+        peer.send(rt_session_created(new_id("sess"), MODEL), rt_response_done(response_id, REALTIME_USAGE))
+        peer.close()
+
+    with WsServer(script) as server:
+        manager = resource(sync_client(server), surface).connect(model=MODEL)  # not patched yet
+        cmdrdata.patch(exporter="memory")
+        try:
+            with cmdrdata.customer("late"):
+                conn = manager.enter()
+            try:
+                assert len(list(conn)) == 2
+            finally:
+                conn.close()
+            wire = cmdrdata.get_exporter().wire()
+        finally:
+            cmdrdata.unpatch()
+    [event] = [w for w in wire if w["api"] == "realtime"]
+    assert event["source_id"] == response_id and event["customer_id"] == "late"
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_unpatch_mid_session_stops_billing_and_reading_goes_on(surface: str) -> None:
+    before, after = new_id("resp"), new_id("resp")
+
+    def script(peer: Peer) -> None:
+        peer.send(rt_session_created(new_id("sess"), MODEL), rt_response_done(before, REALTIME_USAGE))
+        assert peer.recv() is not None
+        peer.send(rt_response_done(after, REALTIME_USAGE))
+        peer.close()
+
+    cmdrdata.patch(exporter="memory")
+    exporter = cmdrdata.get_exporter()
+    server = WsServer(script)
+    try:
+        with resource(sync_client(server), surface).connect(model=MODEL) as conn:
+            assert [conn.recv().type for _ in range(2)] == ["session.created", "response.done"]
+            cmdrdata.unpatch()
+            conn.send({"type": "response.create"})
+            assert [e.type for e in conn] == ["response.done"]
+    finally:
+        cmdrdata.unpatch()
+        server.close()
+    assert [w["source_id"] for w in exporter.wire()] == [before]
