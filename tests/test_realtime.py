@@ -533,3 +533,32 @@ def test_unpatch_mid_session_stops_billing_and_reading_goes_on(surface: str) -> 
         cmdrdata.unpatch()
         server.close()
     assert [w["source_id"] for w in exporter.wire()] == [before]
+
+
+def test_drop_in_tracked_client_sends_session_events_to_its_own_tracker() -> None:
+    from cmdrdata_autopatch import MemoryExporter, TrackedOpenAI
+
+    surface = "realtime" if has_surface("realtime") else "beta.realtime"
+    response_id = new_id("resp")
+
+    def script(peer: Peer) -> None:
+        peer.send(rt_session_created(new_id("sess"), MODEL), rt_response_done(response_id, REALTIME_USAGE))
+        peer.close()
+
+    tracker = MemoryExporter()
+    with WsServer(script) as server:
+        client = TrackedOpenAI(
+            api_key="sk-test-not-a-secret",
+            base_url=server.base_url,
+            websocket_base_url=server.ws_url,
+            tracker=tracker,
+        )
+        try:
+            with resource(client, surface).connect(model=MODEL, customer_id="tenant-a") as conn:
+                assert len(list(conn)) == 2
+        finally:
+            del client, conn
+            cmdrdata.unpatch()  # with the drop-in client gone, the classes get their originals back
+    assert not cmdrdata.is_patched()
+    [event] = tracker.wire()
+    assert event["source_id"] == response_id and event["customer_id"] == "tenant-a"
