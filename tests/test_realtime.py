@@ -557,7 +557,7 @@ def test_drop_in_tracked_client_sends_session_events_to_its_own_tracker() -> Non
             with resource(client, surface).connect(model=MODEL, customer_id="tenant-a") as conn:
                 assert len(list(conn)) == 2
         finally:
-            del client, conn
+            del client
             cmdrdata.unpatch()  # with the drop-in client gone, the classes get their originals back
     assert not cmdrdata.is_patched()
     [event] = tracker.wire()
