@@ -122,9 +122,11 @@ def _recorder_for(client: Any) -> Any:
 class Attribution:
     """Who a session bills and where, snapshotted when it was opened."""
 
-    __slots__ = ("client", "customer_id", "metadata", "model", "provider", "track")
+    __slots__ = ("client", "customer_id", "metadata", "model", "provider", "session_id", "track")
 
-    def __init__(self, client: Any, customer_id: Any, metadata: Any, model: Any, track: bool) -> None:
+    def __init__(
+        self, client: Any, customer_id: Any, metadata: Any, model: Any, track: bool, session_id: Any = None
+    ) -> None:
         ctx = context.current()
         self.client = client
         self.customer_id: Optional[str] = customer_id if customer_id is not None else ctx.customer_id
@@ -134,6 +136,7 @@ class Attribution:
         self.model: Optional[str] = model if isinstance(model, str) and model else None
         self.provider = _provider_of(client)
         self.track = track
+        self.session_id: Optional[str] = session_id if isinstance(session_id, str) and session_id else None
 
 
 # --- the observer of one connection ----------------------------------------------------------------
@@ -147,7 +150,7 @@ class SessionObserver:
         self.protocol = protocol
         self.opened = time.time()
         self.opened_perf = time.perf_counter()
-        self.session_id: Optional[str] = None
+        self.session_id: Optional[str] = attribution.session_id
         self.model: Optional[str] = attribution.model
         self.transcription_model: Optional[str] = None
         self.started: dict[str, tuple[float, float]] = {}  # response id -> (wall, perf) at response.created
@@ -311,7 +314,9 @@ def _connect_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     manager = wrapped(*args, **kwargs)
     try:
         client = getattr(instance, "_client", None)
-        snapshot = Attribution(client, customer_id, metadata, kwargs.get("model"), track)
+        # a Live sideband attaches to a session it names (a fork's session gets a new id: not that one)
+        session_id = kwargs.get("session_id") if type(instance).__name__.endswith("Sideband") else None
+        snapshot = Attribution(client, customer_id, metadata, kwargs.get("model"), track, session_id)
         with _map_lock:
             _pending[manager] = snapshot
     except Exception as exc:

@@ -200,3 +200,20 @@ def test_async_sessions_keep_the_customer_they_were_opened_with(
     for i, session_id in sessions.items():
         assert events[session_id]["customer_id"] == f"tenant-{i}"
         assert events[session_id]["units"] == {"session_seconds": float(10 + i)}
+
+
+def test_sideband_names_its_session_before_the_server_does(memory: cmdrdata.MemoryExporter) -> None:
+    """A sideband that sees only usage updates, then loses the socket: billed to the session it named."""
+    if not has_surface("live.sideband"):
+        pytest.skip("no Live here")
+    session_id = new_id("sess")
+
+    def script(peer: Peer) -> None:
+        peer.send(live_usage(41.0))
+        peer.close()
+
+    with WsServer(script) as server:
+        drain(sync_client(server).live.sideband.connect(session_id=session_id))
+    [live] = by_api(memory, "live")
+    assert live["source_id"] == session_id and live["usage_source"] == "estimated"
+    assert live["units"] == {"session_seconds": 41.0}
