@@ -24,72 +24,20 @@ twice; inside one process the repeat is not even recorded.
 
 from __future__ import annotations
 
-import logging
+import importlib
 import threading
 import time
-import uuid
 import weakref
-from collections import OrderedDict
 from types import ModuleType
 from typing import Any, Callable, Optional
 
 from . import context
 from . import realtime_usage as ru
+from .derived import SessionEvent, derived_event_id, first_time
 from .diagnostics import report_internal_error
-from .events import UsageEvent
 
-logger = logging.getLogger("cmdrdata_autopatch")
-
-# Fixed forever: changing it would change every derived event id and defeat the API's deduplication.
-NAMESPACE = uuid.UUID("6f1c7a52-5b0e-4c1e-9a55-2f8d3c0b7e41")
 
 Wrap = Callable[[type, str, Any, str], bool]  # patching's `_wrap_method(cls, name, wrapper_fn, key)`
-
-_RECENT_LIMIT = 8192
-_recent: OrderedDict[str, None] = OrderedDict()  # derived ids recorded lately in this process
-_recent_lock = threading.Lock()
-
-
-def derived_event_id(
-    provider: Optional[str], api: str, source_id: str, part: Optional[str] = None
-) -> uuid.UUID:
-    """The event id of usage read from a server-side object: the same in every process that sees it."""
-    name = f"{provider or 'openai'}/{api}/{source_id}" + (f"/{part}" if part else "")
-    return uuid.uuid5(NAMESPACE, name)
-
-
-class SessionEvent(UsageEvent):
-    """A usage event whose id is derived from the billed object (random when there is no object id)."""
-
-    def set_ids(
-        self, derived: Optional[uuid.UUID], source_id: Optional[str], service_tier: Optional[str]
-    ) -> None:
-        self.__dict__["_derived_id"] = derived
-        self.source_id = source_id
-        self.service_tier = service_tier
-
-    @property
-    def event_id(self) -> str:
-        derived = self.__dict__.get("_derived_id")
-        return str(derived) if derived is not None else super().event_id
-
-    def to_wire(self) -> dict[str, Any]:
-        wire = super().to_wire()
-        for name in ("service_tier", "source_id"):  # second-release fields, when events.py lacks them
-            if name not in wire:
-                wire[name] = getattr(self, name, None)
-        return wire
-
-
-def _first_time(event_id: str) -> bool:
-    """True the first time this process records `event_id` (bounded memory)."""
-    with _recent_lock:
-        if event_id in _recent:
-            return False
-        _recent[event_id] = None
-        if len(_recent) > _RECENT_LIMIT:
-            _recent.popitem(last=False)
-        return True
 
 
 def _provider_of(client: Any) -> Optional[str]:
@@ -108,15 +56,27 @@ def _provider_of(client: Any) -> Optional[str]:
     return host
 
 
-def _recorder_for(client: Any) -> Any:
-    """Where this session's events go: a drop-in client's own tracker, else the process-wide one.
-    (At merge: the call path's runtime answers this.)"""
+def _legacy_recorder_for(client: Any) -> Any:
     own = getattr(client, "__dict__", {}).get("_cmdrdata_recorder") if client is not None else None
     if own is not None:
         return own
-    from .wrappers import state
+    return importlib.import_module(f"{__package__}.wrappers").state.recorder
 
-    return state.recorder
+
+_recorder_source: list[Callable[[Any], Any]] = []
+
+
+def _recorder_for(client: Any) -> Any:
+    """Where this session's events go: a drop-in client's own tracker, else the process-wide one. The
+    call path's runtime object answers where it exists (`runtime.RUNTIME.recorder_for`); before it, the
+    wrappers' module state. Looked up on first use, so importing this module imports neither."""
+    if not _recorder_source:
+        try:
+            runtime = importlib.import_module(f"{__package__}.runtime")
+            _recorder_source.append(runtime.RUNTIME.recorder_for)
+        except ImportError:
+            _recorder_source.append(_legacy_recorder_for)
+    return _recorder_source[0](client)
 
 
 class Attribution:
@@ -247,7 +207,7 @@ class SessionObserver:
         derived = None
         if billing.source_id is not None:
             derived = derived_event_id(attribution.provider, billing.api, billing.source_id, billing.part)
-            if not _first_time(str(derived)):
+            if not first_time(str(derived)):
                 return  # replayed (reconnect) or seen by a second observer: billed already
         now, perf = time.time(), time.perf_counter()
         start = self.started.pop(billing.source_id, None) if billing.source_id else None

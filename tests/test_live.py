@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import cmdrdata_autopatch as cmdrdata
+from cmdrdata_autopatch.derived import NAMESPACE
 from cmdrdata_autopatch.diagnostics import internal_errors
-from cmdrdata_autopatch.sessions import NAMESPACE
 
 from .ws_server import (
     RESPONSES_USAGE,

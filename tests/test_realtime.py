@@ -14,8 +14,8 @@ from typing import Any, Callable
 import pytest
 
 import cmdrdata_autopatch as cmdrdata
+from cmdrdata_autopatch.derived import NAMESPACE
 from cmdrdata_autopatch.diagnostics import internal_errors
-from cmdrdata_autopatch.sessions import NAMESPACE
 
 from .ws_server import (
     REALTIME_USAGE,

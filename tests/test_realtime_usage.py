@@ -13,14 +13,9 @@ from typing import Any
 import pytest
 
 from cmdrdata_autopatch import realtime_usage as ru
+from cmdrdata_autopatch.derived import NAMESPACE, SessionEvent, derived_event_id
 from cmdrdata_autopatch.events import UsageEvent
-from cmdrdata_autopatch.sessions import (
-    NAMESPACE,
-    Attribution,
-    SessionEvent,
-    SessionObserver,
-    derived_event_id,
-)
+from cmdrdata_autopatch.sessions import Attribution, SessionObserver
 
 from .ws_server import REALTIME_USAGE, RESPONSES_USAGE, live_decision_event, resp_terminal, rt_response_done
 
