@@ -36,7 +36,6 @@ from . import realtime_usage as ru
 from .derived import SessionEvent, derived_event_id, first_time
 from .diagnostics import report_internal_error
 
-
 Wrap = Callable[[type, str, Any, str], bool]  # patching's `_wrap_method(cls, name, wrapper_fn, key)`
 
 
