@@ -562,3 +562,57 @@ def test_drop_in_tracked_client_sends_session_events_to_its_own_tracker() -> Non
     assert not cmdrdata.is_patched()
     [event] = tracker.wire()
     assert event["source_id"] == response_id and event["customer_id"] == "tenant-a"
+
+
+async def _aread_recv(conn: Any) -> list[Any]:
+    from websockets.exceptions import ConnectionClosedOK
+
+    out = []
+    while True:
+        try:
+            out.append(await conn.recv())
+        except ConnectionClosedOK:
+            return out
+
+
+async def _aread_bytes(conn: Any) -> list[Any]:
+    from websockets.exceptions import ConnectionClosedOK
+
+    out = []
+    while True:
+        try:
+            out.append(conn.parse_event(await conn.recv_bytes()))
+        except ConnectionClosedOK:
+            return out
+
+
+async def _aread_dispatch(conn: Any) -> list[Any]:
+    out: list[Any] = []
+    conn.on("event", out.append)
+    await conn.dispatch_events()
+    return out
+
+
+ASYNC_READERS = {
+    "recv": _aread_recv,
+    "recv_bytes+parse_event": _aread_bytes,
+    "dispatch_events": _aread_dispatch,
+}
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+@pytest.mark.parametrize("reader", sorted(ASYNC_READERS))
+def test_async_reading_styles(memory: cmdrdata.MemoryExporter, surface: str, reader: str) -> None:
+    session_id, response_id, item_id = new_id("sess"), new_id("resp"), new_id("item")
+
+    async def main(server: WsServer) -> list[Any]:
+        async with resource(async_client(server), surface).connect(model=MODEL, customer_id="acme") as conn:
+            if reader == "dispatch_events" and not hasattr(conn, "dispatch_events"):
+                pytest.skip("dispatch_events arrived after this release")
+            await conn.send({"type": "response.create"})
+            return await ASYNC_READERS[reader](conn)
+
+    with WsServer(one_turn_script(session_id, response_id, item_id)) as server:
+        received = asyncio.run(main(server))
+    assert [e.type for e in received][-2] == "response.done"
+    _check_turn(memory, response_id, item_id, "acme")
