@@ -616,3 +616,45 @@ def test_async_reading_styles(memory: cmdrdata.MemoryExporter, surface: str, rea
         received = asyncio.run(main(server))
     assert [e.type for e in received][-2] == "response.done"
     _check_turn(memory, response_id, item_id, "acme")
+
+
+def test_sync_sessions_opened_in_one_thread_read_in_others(memory: cmdrdata.MemoryExporter) -> None:
+    """Connections opened under each customer's block on the main thread, read by worker threads."""
+    import threading
+
+    surface = "realtime" if has_surface("realtime") else "beta.realtime"
+    ids = {i: new_id("resp") for i in range(10)}
+
+    def script(peer: Peer) -> None:
+        message = peer.recv()
+        assert message is not None
+        i = int(message["event_id"].split("_")[1])
+        peer.send(rt_session_created(new_id("sess"), MODEL), rt_response_done(ids[i], _usage(i)))
+        peer.close()
+
+    with WsServer(script) as server:
+        client = sync_client(server)
+        connections = []
+        for i in range(10):
+            with cmdrdata.customer(f"thread-customer-{i}"):
+                connections.append(resource(client, surface).connect(model=MODEL).enter())
+
+        def read(i: int) -> None:
+            conn = connections[i]
+            try:
+                conn.send({"type": "response.create", "event_id": f"evt_{i}"})
+                list(conn)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert server.errors == []
+    by_source = {e["source_id"]: e for e in realtime_events(memory)}
+    assert len(by_source) == 10
+    for i, response_id in ids.items():
+        assert by_source[response_id]["customer_id"] == f"thread-customer-{i}"
+        assert by_source[response_id]["input_tokens"] == 100 + i
