@@ -148,7 +148,7 @@ def test_primary_and_sideband_observing_one_session_bill_it_once(memory: cmdrdat
     session_id = new_id("sess")
 
     def script(peer: Peer) -> None:
-        if peer.index == 0:  # the primary connection starts the session
+        if "/attach" not in peer.path:  # the primary connection starts the session (the sideband attaches)
             assert peer.recv() == START
         peer.send(live_started(session_id), live_usage(30.0), live_closed(session_id, 31.0))
         peer.close()
