@@ -658,3 +658,21 @@ def test_sync_sessions_opened_in_one_thread_read_in_others(memory: cmdrdata.Memo
     for i, response_id in ids.items():
         assert by_source[response_id]["customer_id"] == f"thread-customer-{i}"
         assert by_source[response_id]["input_tokens"] == 100 + i
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_a_frame_the_sdk_cannot_parse_raises_the_sdks_own_error(
+    memory: cmdrdata.MemoryExporter, surface: str
+) -> None:
+    def script(peer: Peer) -> None:
+        peer.conn.send("{not json")
+        peer.close()
+
+    with WsServer(script) as server:
+        conn = resource(sync_client(server), surface).connect(model=MODEL).enter()
+        try:
+            with pytest.raises(json.JSONDecodeError):
+                conn.recv()
+        finally:
+            conn.close()
+    assert memory.events == [] and internal_errors() == {}
