@@ -3,6 +3,7 @@
     nox -l                                   # list sessions
     nox -s "tests(openai='1.0.0')"           # one release
     nox -t ci                                # the CI subset: oldest 1.x, 1.109.1, 2.54.0, newest
+    nox -t realtime                          # first release of each WebSocket surface (issue 11)
     nox -s tests                             # every release below
     nox -s verify-targets [-- --write-docs]  # the table against every published wheel (downloads ~400)
     nox -s lint typecheck
@@ -63,16 +64,21 @@ RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("1.26.0", "3.9", (OLD_HTTPX,), ["openai1"]),
     ("1.40.0", "3.10", (OLD_HTTPX,), ["openai1"]),
     ("1.50.0", "3.10", (OLD_HTTPX,), ["openai1"]),
+    ("1.58.0", "3.9", ("websockets>=13,<15",), ["openai1", "realtime"]),  # first beta.realtime.connect
     ("1.63.0", "3.11", (), ["openai1"]),
     ("1.66.5", "3.11", (), ["openai1"]),
     ("1.78.0", "3.12", (), ["openai1"]),
     ("1.92.0", "3.12", (), ["openai1"]),
+    ("1.103.0", "3.9", (), ["openai1", "realtime"]),  # first GA realtime.connect
     ("1.109.1", "3.13", (), ["ci", "openai1"]),
     ("2.0.0", "3.9", (), ["openai2"]),
-    ("2.45.0", "3.12", (), ["openai2"]),
+    ("2.22.0", "3.10", (), ["openai2", "realtime"]),  # first responses.connect (Responses WebSocket)
+    ("2.45.0", "3.12", (), ["openai2", "realtime"]),  # first beta.responses.connect
     ("2.54.0", "3.13", (), ["ci", "openai2"]),
     ("3.0.0", "3.10", (), ["openai3"]),
+    ("3.12.0", "3.12", (), ["openai3", "realtime"]),  # first Live (live / sideband / forks .connect)
     ("3.16.1", "3.11", (), ["openai3"]),
+    ("3.32.0", "3.11", (), ["openai3", "realtime"]),  # WebSocket connections get a shared base class
     ("3.38.0", "3.12", (), ["openai3"]),
     ("latest", "3.13", (), ["ci", "openai3"]),
 ]

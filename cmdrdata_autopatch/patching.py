@@ -29,6 +29,7 @@ from . import context
 from .config import Settings, load_settings
 from .diagnostics import report_internal_error
 from .exporter import MemoryExporter, NullExporter, Recorder
+from .sessions import hook_connection_classes, make_connect_wrappers
 from .targets import TARGETS, Target, is_newer_than_verified, parse_version, targets_for
 from .wrappers import configure_openai_types, make_wrappers, state
 
@@ -91,7 +92,7 @@ def _wrap_method(cls: type, name: str, wrapper_fn: Any, key: str) -> bool:
 
 
 def _apply_row(module: ModuleType, row: Target) -> None:
-    sync_fn, async_fn = make_wrappers(row)
+    sync_fn, async_fn = make_connect_wrappers(row) if row.kind == "connect" else make_wrappers(row)
     problems = []
     for class_name, wrapper_fn in ((row.class_name, sync_fn), ("Async" + row.class_name, async_fn)):
         key = f"{row.module}:{class_name}.{row.method_name}"
@@ -107,6 +108,8 @@ def _apply_row(module: ModuleType, row: Target) -> None:
             continue
         if not _wrap_method(cls, row.method_name, wrapper_fn, key):
             problems.append(f"{class_name}.{row.method_name} not found")
+    if row.kind == "connect":
+        problems += hook_connection_classes(module, row, _wrap_method)
     if problems:
         _registry.problems[row.key] = "; ".join(problems)
         logger.debug("cmdrdata-autopatch: %s not patched: %s", row.key, _registry.problems[row.key])

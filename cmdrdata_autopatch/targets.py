@@ -39,6 +39,9 @@ class Target:
     # the method reaches the server through another row (the `.stream()` helpers call `create`): it is
     # wrapped only to take our keywords off and hand the attribution down, never to record
     delegates: bool = False
+    # "connect": a WebSocket session (`connect()` returns a connection manager); sessions.py observes the
+    # server events its connection parses instead of a call's result
+    kind: str = "call"
 
     @property
     def class_name(self) -> str:
@@ -94,6 +97,14 @@ TARGETS: tuple[Target, ...] = (
     Target(R + "audio.transcriptions", "Transcriptions.create", "audio.transcriptions", "1.0.0"),
     Target(R + "audio.translations", "Translations.create", "audio.translations", "1.0.0"),
     Target(R + "audio.speech", "Speech.create", "audio.speech", "1.1.0"),
+    # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
+    Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),
+    Target(R + "realtime.realtime", "Realtime.connect", "realtime", "1.103.0", kind="connect"),
+    Target(R + "responses.responses", "Responses.connect", "responses", "2.22.0", kind="connect"),
+    Target(R + "beta.responses.responses", "Responses.connect", "responses", "2.45.0", kind="connect"),
+    Target(R + "live.live", "Live.connect", "live", "3.12.0", kind="connect"),
+    Target(R + "live.sideband", "Sideband.connect", "live", "3.12.0", kind="connect"),
+    Target(R + "live.forks", "Forks.connect", "live", "3.12.0", kind="connect"),
 )
 
 _NUM = re.compile(r"\d+")

@@ -418,6 +418,9 @@ def _synthetic_wheel(rows: tuple[Target, ...], version: str) -> bytes:
     for t in rows:
         if t.covers(version):
             modules.setdefault(t.module, {}).setdefault(t.class_name, set()).add(t.method_name)
+            for attr in (a for pair_ in vt.session_hooks(t) for a in pair_):  # a connect row's hooked classes
+                cls, method = attr.removeprefix("Async").split(".")
+                modules[t.module].setdefault(cls, set()).add(method)
     files = dict(BASE)
     for module, classes in modules.items():
         parts = module.split(".")

@@ -577,12 +577,42 @@ class Observation:
         return "sync only" if self.sync.ok else "async only"
 
 
+def session_hooks(t: Target) -> list[tuple[str, str]]:
+    """For a `kind="connect"` row, the (sync, async) methods `sessions.py` hooks besides `connect`: the
+    connection's `parse_event` (every reading style goes through it) and the manager's entry points.
+    (`close` is not listed: from 3.32.0 it is inherited from the SDK's base class, and hooked there.)"""
+    if getattr(t, "kind", "call") != "connect":
+        return []
+    p = t.class_name
+    return [
+        (f"{p}Connection.parse_event", f"Async{p}Connection.parse_event"),
+        (f"{p}ConnectionManager.__enter__", f"Async{p}ConnectionManager.__aenter__"),
+        (f"{p}ConnectionManager.enter", f"Async{p}ConnectionManager.enter"),
+    ]
+
+
+def _resolve_all(src: WheelSource, module: str, attrs: Sequence[str]) -> Resolution:
+    """The first of `attrs` that does not resolve (its reason names it), else the first resolution."""
+    first = resolve(src, module, attrs[0])
+    if not first.ok:
+        return first
+    for attr in attrs[1:]:
+        found = resolve(src, module, attr)
+        if not found.ok:
+            return Resolution(False, f"{found.reason}: {attr}", found.where)
+    return first
+
+
 def check_source(src: WheelSource, targets: Sequence[Target]) -> dict[str, Observation]:
-    """Observe every row in one wheel. Keyed by `Target.key`."""
-    return {
-        t.key: Observation(resolve(src, t.module, t.attr), resolve(src, t.module, t.async_attr))
-        for t in targets
-    }
+    """Observe every row in one wheel. Keyed by `Target.key`. A `connect` row resolves only where the
+    connection classes `sessions.py` hooks resolve too."""
+    out = {}
+    for t in targets:
+        hooks = session_hooks(t)
+        sync = _resolve_all(src, t.module, [t.attr, *(h[0] for h in hooks)])
+        async_ = _resolve_all(src, t.module, [t.async_attr, *(h[1] for h in hooks)])
+        out[t.key] = Observation(sync, async_)
+    return out
 
 
 def check_wheel(
