@@ -21,11 +21,11 @@ import contextvars
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Callable
 
-from ..context import customer
-from ._resolve import DEFAULT_HEADER, Resolver
-
 # Django >= 4.2 requires asgiref >= 3.6, which has both (they mark a middleware instance as async)
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from ..context import customer
+from ._resolve import DEFAULT_HEADER, Resolver
 
 
 def _setting(name: str, default: Any) -> Any:
