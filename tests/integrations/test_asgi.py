@@ -324,10 +324,8 @@ def test_lifespan_and_websocket_scopes(fake: FakeOpenAI, memory: cmdrdata.Memory
         await socket.send_text("ok")
         await socket.close()
 
-    with (  # the lifespan scope passes through untouched
-        TestClient(app) as http,
-        http.websocket_connect("/ws", headers={"X-Customer-Id": "ws-co"}) as socket,
-    ):
-        socket.send_text("hello")
-        assert socket.receive_text() == "ok"
+    with TestClient(app) as http:  # noqa: SIM117 - the lifespan scope passes through untouched
+        with http.websocket_connect("/ws", headers={"X-Customer-Id": "ws-co"}) as socket:
+            socket.send_text("hello")
+            assert socket.receive_text() == "ok"
     assert customers(memory) == ["ws-co"]
