@@ -75,6 +75,34 @@ def user_customer_id(user: Any) -> str | None:
     return None
 
 
+def checked_customer_id(value: Any, what: str) -> str | None:
+    """`value` as a customer id, or None (with one warning per kind of problem) if it cannot be one."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        warn_once(
+            f"type:{what}",
+            "cmdrdata-autopatch: %s is a %s, not a string; the request is unattributed. "
+            "Return str(the_id) or None.",
+            what,
+            type(value).__name__,
+        )
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return validate_customer_id(value)
+    except ValueError:
+        warn_once(
+            f"invalid:{what}",
+            "cmdrdata-autopatch: %s is not a usable customer id (%s); the request is unattributed.",
+            what,
+            _why_invalid(value),
+        )
+        return None
+
+
 @dataclass(frozen=True)
 class Resolver:
     """The configured sources of a request's customer and metadata (one per middleware instance)."""
@@ -149,31 +177,7 @@ class Resolver:
         return None
 
     def _checked(self, value: Any, what: str) -> str | None:
-        """`value` as a customer id, or None (with one warning per kind of problem) if it cannot be one."""
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            warn_once(
-                f"type:{what}",
-                "cmdrdata-autopatch: %s is a %s, not a string; the request is unattributed. "
-                "Return str(the_id) or None.",
-                what,
-                type(value).__name__,
-            )
-            return None
-        value = value.strip()
-        if not value:
-            return None
-        try:
-            return validate_customer_id(value)
-        except ValueError:
-            warn_once(
-                f"invalid:{what}",
-                "cmdrdata-autopatch: %s is not a usable customer id (%s); the request is unattributed.",
-                what,
-                _why_invalid(value),
-            )
-            return None
+        return checked_customer_id(value, what)
 
     def _metadata(self, request: Any) -> dict[str, Any]:
         if self.get_metadata is None:
