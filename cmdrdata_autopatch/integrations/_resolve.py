@@ -187,7 +187,7 @@ class Resolver:
             if value is None:
                 return {}
             snapshot = snapshot_metadata(value, "get_metadata's return value")
-            return {str(k): v for k, v in snapshot.items()}
+            return {str(k): v for k, v in snapshot.items() if k != "customer_id"}
         except Exception as exc:
             warn_once(
                 "metadata",

@@ -79,8 +79,8 @@ def _on_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
     if customer_id is None and not metadata:
         return
     try:
-        block = customer(customer_id, **{str(k): v for k, v in metadata.items()})
-    except ValueError:
+        block = customer(customer_id, **{str(k): v for k, v in metadata.items() if k != "customer_id"})
+    except ValueError:  # metadata that is not JSON: the customer alone
         block = customer(customer_id)
     block.__enter__()
     with _open_lock:

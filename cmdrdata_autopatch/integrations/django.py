@@ -25,6 +25,7 @@ from typing import Any, Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from ..context import customer
+from ..diagnostics import report_internal_error
 from ._resolve import DEFAULT_HEADER, Resolver
 
 
@@ -63,6 +64,25 @@ async def _async_steps(block: customer, content: AsyncIterator[Any]) -> AsyncIte
             except StopAsyncIteration:
                 return
         yield item
+
+
+async def _async_user(request: Any) -> Any:
+    """The request's user, loaded without blocking the event loop (None when it cannot be had)."""
+    try:
+        auser = getattr(request, "auser", None)  # Django >= 5.0's AuthenticationMiddleware sets it
+        if callable(auser):
+            return await auser()
+        from asgiref.sync import sync_to_async
+
+        def load() -> Any:
+            user = getattr(request, "user", None)
+            getattr(user, "is_authenticated", None)  # forces a lazy user while in a worker thread
+            return user
+
+        return await sync_to_async(load)()
+    except Exception as exc:
+        report_internal_error("integrations.django.user", exc)
+        return None
 
 
 class CmdrDataMiddleware:
@@ -107,7 +127,13 @@ class CmdrDataMiddleware:
         return response
 
     async def __acall__(self, request: Any) -> Any:
-        block = self._block(request)
+        if self._resolver.from_user:
+            # under ASGI, touching the lazy `request.user` may query the database from the event loop,
+            # which Django forbids: load it the async way first
+            user = await _async_user(request)
+            block = self._resolver.block(request, request.headers.get, lambda: user)
+        else:
+            block = self._block(request)
         with block:
             response = await self.get_response(request)
         if getattr(response, "streaming", False):

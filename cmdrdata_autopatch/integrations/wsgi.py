@@ -67,8 +67,9 @@ def run_in_request_context(
     """Call `app` in `ctx` and return its body so that iterating and closing it also run in `ctx`."""
     environ[CONTEXT_KEY] = ctx
     body = ctx.run(app, environ, start_response)
-    if isinstance(body, (list, tuple)):
-        return body
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if isinstance(body, (list, tuple)) or (isinstance(file_wrapper, type) and isinstance(body, file_wrapper)):
+        return body  # nothing of the app's left to run (a file keeps the server's sendfile path)
     return _ContextBody(ctx, body)
 
 

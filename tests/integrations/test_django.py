@@ -31,11 +31,14 @@ if not settings.configured:
     )
     django.setup()
 
+from asgiref.sync import markcoroutinefunction
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import SynchronousOnlyOperation
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
+from django.utils.functional import SimpleLazyObject
 
 import cmdrdata_autopatch as cmdrdata
 from cmdrdata_autopatch.integrations._resolve import reset_warnings
@@ -58,6 +61,46 @@ class HeaderAuthMiddleware:
         user_id = request.headers.get("X-User")
         request.user = User(pk=int(user_id), username=f"user{user_id}") if user_id else AnonymousUser()
         return self.get_response(request)
+
+
+def _user_from(request: HttpRequest) -> Any:
+    user_id = request.headers.get("X-User")
+    return User(pk=int(user_id), username=f"user{user_id}") if user_id else AnonymousUser()
+
+
+class AsyncAuthMiddleware:
+    """Like Django's AuthenticationMiddleware under ASGI: `request.user` is lazy and loading it from the
+    event loop raises SynchronousOnlyOperation (it would query the database); `request.auser` is the async
+    way (Django >= 5.0), offered here only when `with_auser` is set."""
+
+    sync_capable = False
+    async_capable = True
+    with_auser = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> Any:
+        def load() -> Any:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return _user_from(request)
+            raise SynchronousOnlyOperation("You cannot call this from an async context")
+
+        request.user = SimpleLazyObject(load)
+        if self.with_auser:
+
+            async def auser() -> Any:
+                return _user_from(request)
+
+            request.auser = auser
+        return await self.get_response(request)
+
+
+class AsyncAuthWithoutAuser(AsyncAuthMiddleware):
+    with_auser = False
 
 
 class State:
@@ -250,3 +293,21 @@ def test_concurrent_requests_on_a_threaded_wsgi_server(memory: cmdrdata.MemoryEx
         server.server_close()
     assert answers == [{"who": f"thread-{i}"} for i in range(N)]
     assert sorted(customers(memory)) == sorted(f"thread-{i}" for i in range(N))
+
+
+@pytest.mark.parametrize("auth", ["AsyncAuthMiddleware", "AsyncAuthWithoutAuser"])
+def test_async_user_is_loaded_without_touching_the_database_from_the_event_loop(
+    auth: str, memory: cmdrdata.MemoryExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> list[Any]:
+        http = AsyncClient()
+        State.arrived = [1] * N  # no waiting in the view: one request at a time here
+        first = await http.post("/achat", headers={"X-User": "9", "X-Customer-Id": "header-loses"})
+        second = await http.post("/achat", headers={"X-Customer-Id": "anonymous-uses-header"})
+        return [first.json()["who"], second.json()["who"]]
+
+    settings_ = {"MIDDLEWARE": [f"{__name__}.{auth}", OURS], "CMDRDATA_MIDDLEWARE": {"from_user": True}}
+    with override_settings(**settings_), caplog.at_level("WARNING", "cmdrdata_autopatch"):
+        assert asyncio.run(main()) == ["9", "anonymous-uses-header"]
+    assert customers(memory) == ["9", "anonymous-uses-header"]
+    assert not caplog.records
