@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -329,3 +329,38 @@ def test_lifespan_and_websocket_scopes(fake: FakeOpenAI, memory: cmdrdata.Memory
             socket.send_text("hello")
             assert socket.receive_text() == "ok"
     assert customers(memory) == ["ws-co"]
+
+
+def test_customer_known_only_after_authentication_in_a_dependency(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    """The README recipe: an async dependency names the customer; the middleware keeps it to the request."""
+    from fastapi import Depends
+
+    aclient = fake.async_client()
+    app = FastAPI()
+    app.add_middleware(CmdrDataASGIMiddleware, header=None)
+
+    async def current_org(request: Request) -> Optional[str]:  # FastAPI evaluates these on Python 3.9
+        org = request.headers.get("authorization", "")[len("Org ") :] or None
+        if org:
+            cmdrdata.set_customer_context(org)
+        return org
+
+    @app.post("/stream")
+    async def stream(org: Optional[str] = Depends(current_org)) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            await aclient.embeddings.create(model="text-embedding-3-small", input="while streaming")
+            yield (org or "-").encode()
+
+        return StreamingResponse(body())
+
+    @app.post("/plain")
+    async def plain() -> dict[str, Any]:
+        await aclient.embeddings.create(model="text-embedding-3-small", input="no dependency")
+        return {"who": cmdrdata.get_customer_context()}
+
+    with TestClient(app) as http:
+        assert http.post("/stream", headers={"Authorization": "Org initech"}).text == "initech"
+        assert http.post("/plain").json() == {"who": None}  # nothing carried over from the last request
+    assert customers(memory) == ["initech", None]
