@@ -24,7 +24,7 @@ from typing import Any, Callable
 # Django >= 4.2 requires asgiref >= 3.6, which has both (they mark a middleware instance as async)
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from ..context import customer
+from ..context import current_raw, customer
 from ..diagnostics import report_internal_error
 from ._resolve import DEFAULT_HEADER, Resolver
 
@@ -136,11 +136,15 @@ class CmdrDataMiddleware:
             block = self._block(request)
         with block:
             response = await self.get_response(request)
-        if getattr(response, "streaming", False):
-            if getattr(response, "is_async", False):
-                response.streaming_content = _async_steps(block, response.streaming_content)
-            else:
-                ctx = contextvars.copy_context()
-                ctx.run(block.__enter__)
-                response.streaming_content = _sync_steps(ctx, response.streaming_content)
+            if getattr(response, "streaming", False):
+                # the body runs later, in the server's task: give it what is in force now, including a
+                # customer the view named itself (`set_customer_context`)
+                if getattr(response, "is_async", False):
+                    now = current_raw()
+                    body_block = customer(now.customer_id, **(now.metadata or {}))
+                    response.streaming_content = _async_steps(body_block, response.streaming_content)
+                else:
+                    response.streaming_content = _sync_steps(
+                        contextvars.copy_context(), response.streaming_content
+                    )
         return response

@@ -153,6 +153,26 @@ async def astream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body(), content_type="text/plain")
 
 
+async def aself_named(request: HttpRequest) -> StreamingHttpResponse:
+    cmdrdata.set_customer_context(request.GET["org"])  # the view knows the customer only now
+
+    async def body() -> AsyncIterator[bytes]:
+        await State.aclient.embeddings.create(model="text-embedding-3-small", input="async body")
+        yield b"ok"
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
+def self_named(request: HttpRequest) -> StreamingHttpResponse:
+    cmdrdata.set_customer_context(request.GET["org"])
+
+    def body() -> Iterator[bytes]:
+        State.client.embeddings.create(model="text-embedding-3-small", input="sync body")
+        yield b"ok"
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
 def ok(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
@@ -163,6 +183,8 @@ urlpatterns = [
     path("achat", achat),
     path("astream", astream),
     path("ok", ok),
+    path("aself", aself_named),
+    path("self", self_named),
 ]
 
 
@@ -311,3 +333,25 @@ def test_async_user_is_loaded_without_touching_the_database_from_the_event_loop(
         assert asyncio.run(main()) == ["9", "anonymous-uses-header"]
     assert customers(memory) == ["9", "anonymous-uses-header"]
     assert not caplog.records
+
+
+@override_settings(MIDDLEWARE=[OURS])
+def test_a_customer_named_by_the_view_covers_its_streamed_body_and_no_more(
+    memory: cmdrdata.MemoryExporter,
+) -> None:
+    async def main() -> None:
+        http = AsyncClient()
+        for path_ in ("/aself?org=async-org", "/self?org=sync-org"):
+            content = (await http.get(path_)).streaming_content
+            if hasattr(content, "__aiter__"):
+                assert b"".join([chunk async for chunk in content]) == b"ok"
+            else:  # a sync body under ASGI: Django consumes it in a worker thread
+                assert b"".join(content) == b"ok"
+        await http.get("/achat")  # the next request starts clean
+
+    State.arrived = [1] * N
+    asyncio.run(main())
+    sync = Client()
+    assert b"".join(sync.get("/self?org=wsgi-org").streaming_content) == b"ok"
+    assert sync.post("/chat").json() == {"who": None}
+    assert customers(memory) == ["async-org", "sync-org", None, "wsgi-org", None]
