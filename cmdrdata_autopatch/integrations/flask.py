@@ -60,11 +60,12 @@ def init_app(
         request = flask.request
         block = resolver.block(request, request.headers.get, _current_user)
         if request.environ.get(CONTEXT_KEY) is None:
-            # app.wsgi_app was replaced after init_app: no context copy of our own, so undo at teardown
+            # reached Flask without our WSGI layer (app.wsgi_app replaced, or test_request_context()):
+            # no context copy of our own, so the block is undone at teardown
             warn_once(
                 "flask-no-layer",
-                "cmdrdata-autopatch: app.wsgi_app was replaced after init_app(); call init_app() last so "
-                "streamed responses stay attributed.",
+                "cmdrdata-autopatch: a request reached Flask without init_app()'s WSGI layer (app.wsgi_app "
+                "replaced after init_app(), or test_request_context()); a streamed body is not attributed.",
             )
             flask.g.setdefault(_BLOCK_KEY, block)
         block.__enter__()  # in the request's own context copy: it ends with the request

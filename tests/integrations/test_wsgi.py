@@ -214,3 +214,14 @@ def test_wsgi_body_close_runs_in_the_request_context(
     assert customers(memory) == []  # not closed yet
     response.close()  # the server closes the body after sending it
     assert customers(memory) == ["closer"]
+
+
+def test_flask_request_context_without_the_wsgi_layer(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    """`test_request_context()` skips app.wsgi_app: the customer still applies, and is undone at teardown."""
+    app = flask_app(fake)
+    with app.test_request_context("/chat", method="POST", headers={"X-Customer-Id": "in-context"}):
+        app.preprocess_request()
+        assert cmdrdata.get_customer_context() == "in-context"
+    assert cmdrdata.get_customer_context() is None
