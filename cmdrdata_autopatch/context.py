@@ -90,10 +90,21 @@ class customer:
 
     ``with cmdrdata.customer("acme", plan="pro"):`` and ``@cmdrdata.customer("acme")`` (on sync or async
     functions) both work; blocks nest, and metadata of an inner block is merged over the outer one.
+
+    "No customer" is not an error, because a web app's natural line,
+    ``with cmdrdata.customer(request.headers.get("x-customer-id")):``, must not turn every request without
+    the header into an HTTP 500: `customer(None)`, `customer("")` and a whitespace-only id set no customer.
+    Calls inside such a block are attributed exactly as with `customer_id=None` on the call: to an enclosing
+    block's customer if there is one, else to the default customer, else `null`. Its metadata still applies.
+    A value that is not a string at all (an int, a dict, bytes) or a malformed id (control characters, too
+    long) is a bug in the caller, so it still raises `ValueError` at the line that builds the block.
     """
 
-    def __init__(self, customer_id: str, **metadata: Any) -> None:
-        self._customer_id = validate_customer_id(customer_id)
+    def __init__(self, customer_id: str | None, **metadata: Any) -> None:
+        if customer_id is None or (isinstance(customer_id, str) and not customer_id.strip()):
+            self._customer_id: str | None = None
+        else:
+            self._customer_id = validate_customer_id(customer_id)
         self._metadata = snapshot_metadata(metadata) if metadata else None
         self._tokens: list[contextvars.Token[CustomerContext]] = []
 
@@ -103,7 +114,7 @@ class customer:
             merged: dict[str, Any] | None = {**outer.metadata, **self._metadata}
         else:
             merged = self._metadata or outer.metadata
-        return CustomerContext(self._customer_id, merged)
+        return CustomerContext(self._customer_id or outer.customer_id, merged)
 
     def __enter__(self) -> customer:
         self._tokens.append(_current.set(self._context()))
