@@ -19,7 +19,7 @@ from typing import Any
 
 from .diagnostics import report_internal_error
 from .events import UsageEvent
-from .resolve import cached_provider_of, client_of, fill_from_result, header_request_id, requested_model
+from .resolve import cached_provider_of, fill_from_result, header_request_id, requested_model
 from .runtime import Runtime
 from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
 
@@ -31,12 +31,12 @@ class Call:
 
     __slots__ = (
         "api",
+        "client",
         "customer_id",
         "hide_usage",
         "kinds",
         "kwargs",
         "metadata",
-        "owner",
         "raw",
         "recorder",
         "start_perf",
@@ -47,7 +47,7 @@ class Call:
         self,
         api: str,
         kinds: tuple[str, str],
-        owner: Any,
+        client: Any,
         kwargs: dict[str, Any],
         customer_id: Any,
         metadata: Any,
@@ -57,7 +57,7 @@ class Call:
     ) -> None:
         self.api = api
         self.kinds = kinds  # (usage_kind, stream_kind) of the table row
-        self.owner = owner  # the resource instance (or the client itself, for the safety net)
+        self.client = client  # the SDK client the call went through (None if it cannot be told)
         self.kwargs = kwargs  # the call's keywords (or the request body, for the safety net)
         self.customer_id = customer_id
         self.metadata = metadata
@@ -77,7 +77,7 @@ class Call:
             streaming,
             requested_model(self.kwargs),
         )
-        event.provider = cached_provider_of(client_of(self.owner))
+        event.provider = cached_provider_of(self.client)
         return event
 
     def record_error(self, exc: BaseException) -> None:
@@ -100,7 +100,7 @@ def emit(recorder: Any, event: UsageEvent) -> None:
 def record_plain(
     api: str,
     usage_kind: str,
-    owner: Any,
+    client: Any,
     kwargs: dict[str, Any],
     result: Any,
     recorder: Any,
@@ -115,7 +115,7 @@ def record_plain(
         event = UsageEvent(
             api, wall, latency, customer_id, metadata, False, model if type(model) is str else None
         )
-        event.provider = cached_provider_of(getattr(owner, "_client", owner))
+        event.provider = cached_provider_of(client)
         fill_from_result(event, usage_kind, kwargs, result)
     except Exception as exc:
         report_internal_error("usage extraction", exc)
@@ -136,7 +136,7 @@ def observe(rt: Runtime, call: Call, result: Any, latency: float) -> Any:
         record_plain(
             call.api,
             call.kinds[0],
-            call.owner,
+            call.client,
             call.kwargs,
             result,
             call.recorder,
@@ -167,7 +167,7 @@ def _not_given(value: Any) -> bool:
     return type(value).__name__ in ("NotGiven", "Omit")
 
 
-def inject_stream_usage(rt: Runtime, kwargs: dict[str, Any], owner: Any) -> bool:
+def inject_stream_usage(rt: Runtime, kwargs: dict[str, Any], client: Any) -> bool:
     """Ask for the usage chunk on a chat/completions stream when policy allows and the caller did not
     set `stream_options` themselves. `kwargs` is wrapt's fresh per-call dict, never the caller's.
     True means "we asked": the usage-only chunk it causes is hidden from the caller."""
@@ -176,7 +176,7 @@ def inject_stream_usage(rt: Runtime, kwargs: dict[str, Any], owner: Any) -> bool
         return False
     if "stream_options" in kwargs and not _not_given(kwargs["stream_options"]):
         return False
-    if policy == "auto" and cached_provider_of(getattr(owner, "_client", None)) != "openai":
+    if policy == "auto" and cached_provider_of(client) != "openai":
         return False
     kwargs["stream_options"] = {"include_usage": True}
     return True

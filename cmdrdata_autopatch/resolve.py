@@ -48,12 +48,6 @@ def cached_provider_of(client: Any) -> str | None:
     return provider
 
 
-def client_of(owner: Any) -> Any:
-    """The SDK client behind a resource instance (or the client itself, for the safety net)."""
-    client = getattr(owner, "_client", None)
-    return client if client is not None else owner
-
-
 def header_request_id(http_response: Any) -> str | None:
     """`x-request-id` from an HTTP response's headers (already received: no I/O), or None."""
     headers = getattr(http_response, "headers", None)

@@ -95,14 +95,15 @@ def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
         customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
         if not track:
             return None
-        recorder = rt.recorder_for(getattr(instance, "_client", None))
+        client = getattr(instance, "_client", None)
+        recorder = rt.recorder_for(client)
         if recorder is None:
             return None
         try:
             customer_id, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
-            call = Call(api, kinds, instance, kwargs, customer_id, metadata, recorder, 0.0, 0.0)
+            call = Call(api, kinds, client, kwargs, customer_id, metadata, recorder, 0.0, 0.0)
             if injectable and kwargs.get("stream") is True:
-                call.hide_usage = inject_stream_usage(rt, kwargs, instance)
+                call.hide_usage = inject_stream_usage(rt, kwargs, client)
             call.raw = raw_mode(kwargs.get("extra_headers"))
             return call
         except Exception as exc:
@@ -148,16 +149,17 @@ def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
         _inside_reset(token)
         if type(result) in _plain_types or _is_plain(rt, type(result)):
             customer = ctx[0] or rt.default_customer
-            record_plain(api, usage_kind, instance, kwargs, result, recorder, customer, ctx[1], wall, latency)
+            client = getattr(instance, "_client", None)
+            record_plain(api, usage_kind, client, kwargs, result, recorder, customer, ctx[1], wall, latency)
             return result
         return observe(rt, _plain_call(instance, kwargs, recorder, ctx, wall, start), result, latency)
 
     def _plain_call(
         instance: Any, kwargs: dict[str, Any], recorder: Any, ctx: Any, wall: float, start: float
     ) -> Call:
-        return Call(
-            api, kinds, instance, kwargs, ctx[0] or rt.default_customer, ctx[1], recorder, wall, start
-        )
+        client = getattr(instance, "_client", None)
+        customer = ctx[0] or rt.default_customer
+        return Call(api, kinds, client, kwargs, customer, ctx[1], recorder, wall, start)
 
     async def await_and_observe(awaitable: Any, call: Call) -> Any:
         token = _inside_set(True)
