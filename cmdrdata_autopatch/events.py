@@ -20,7 +20,7 @@ from typing import Any
 
 from ._version import __version__
 from .diagnostics import redact
-from .usage import clean
+from .usage import clean, numbers
 
 SDK_NAME = "cmdrdata-autopatch"
 
@@ -225,12 +225,34 @@ class UsageEvent:
         except Exception:
             self.error_message = None
 
+    def _settle(self) -> None:
+        """Read the billed numbers from the usage copy taken at call time (ours alone: nothing the
+        application does can change it), unless the numbers were set already (an estimate)."""
+        details = self.usage_details
+        try:
+            object.__getattribute__(self, "usage_source")
+            return  # already set: an estimate, or numbers settled before
+        except AttributeError:
+            pass
+        usage = numbers(details) if details is not None else None
+        if usage is None:
+            return
+        self.input_tokens = usage.input_tokens
+        self.output_tokens = usage.output_tokens
+        self.total_tokens = usage.total_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.usage_source = usage.source
+        if usage.units:
+            self.units = {**usage.units, **(self.units or {})}
+
     def to_wire(self) -> dict[str, Any]:
         """The event as the CmdrData events API expects it (computed once, then cached)."""
         try:
             return object.__getattribute__(self, "_wire")  # type: ignore[no-any-return]
         except AttributeError:
             pass
+        self._settle()
         start = self.request_start_time
         end = start + self.latency_s
         wire: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .events import UsageEvent
-from .usage import Usage, finish, get, normalize
+from .usage import Usage, copy_usage, estimate, get, usable
 
 
 def provider_of(client: Any) -> str | None:
@@ -73,7 +73,7 @@ def model_of(item: Any) -> str | None:
 
 
 def apply_usage(event: UsageEvent, usage: Usage) -> None:
-    """Copy normalized usage into the event's slots."""
+    """Copy normalized (estimated) usage into the event's slots."""
     if usage.source == "none" and usage.units is None:
         return  # the slots' defaults already say "none"
     event.input_tokens = usage.input_tokens
@@ -86,23 +86,58 @@ def apply_usage(event: UsageEvent, usage: Usage) -> None:
     event.units = usage.units
 
 
+def set_usage(
+    event: UsageEvent,
+    copied: dict[str, Any] | None,
+    usage_kind: str,
+    kwargs: dict[str, Any],
+    result: Any,
+    items: int | None = None,
+) -> None:
+    """The event's usage: the copy OpenAI reported (its numbers are read from our copy when the event is
+    first serialized), or, when there is none worth billing, the estimate, made now."""
+    if usable(copied):
+        event.usage_details = copied
+        if usage_kind == "images":  # images are billed per image besides the tokens
+            data = get(result, "data")
+            if isinstance(data, (list, tuple)):
+                event.units = {"images": len(data)}
+        return
+    apply_usage(event, estimate(usage_kind, kwargs, result, items))
+
+
+def _request_id(result: Any) -> str | None:
+    """`_request_id` kept in pydantic's private storage (where a model declares it private)."""
+    private = getattr(result, "__pydantic_private__", None)
+    return _text(private.get("_request_id")) if type(private) is dict else None
+
+
 def fill_from_result(
     event: UsageEvent, usage_kind: str, kwargs: dict[str, Any], result: Any, http_response: Any = None
 ) -> None:
     """Everything billed about a finished, non-streamed call, read from its parsed result now."""
-    model = model_of(result)
-    if model is not None:
+    fields = getattr(result, "__dict__", None)
+    if type(fields) is not dict:  # not a model: a raw body the SDK had read, or an unexpected result
+        fields = result if isinstance(result, dict) else {}
+    # a pydantic model (v1 or v2) keeps its fields, and the SDK its `_request_id`, in `__dict__`: one
+    # dict read each, instead of attribute lookups (a missing `_request_id` costs ~1.5 us through pydantic)
+    model = fields.get("model")
+    if type(model) is str and model:
         event.model = model
-    tier = _text(get(result, "service_tier"))
-    if tier is not None:
+    elif model is None and result is not None:
+        nested = model_of(result)  # a typed event that wraps the response
+        if nested is not None:
+            event.model = nested
+    tier = fields.get("service_tier")
+    if type(tier) is str and tier:
         event.service_tier = tier
-    request_id = _text(get(result, "_request_id"))
-    if request_id is None and http_response is not None:
-        request_id = header_request_id(http_response)
-    if request_id is not None:
+    request_id = fields.get("_request_id")
+    if request_id is None:
+        request_id = _request_id(result) if http_response is None else header_request_id(http_response)
+    if type(request_id) is str:
         event.request_id = request_id
-    usage = normalize(get(result, "usage")) if result is not None else None
-    apply_usage(event, finish(usage, usage_kind, kwargs, result))
+    usage = fields.get("usage")
+    set_usage(event, copy_usage(usage) if usage is not None else None, usage_kind, kwargs, result)
 
 
 def requested_model(kwargs: dict[str, Any]) -> str | None:

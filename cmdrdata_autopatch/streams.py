@@ -42,9 +42,8 @@ else:
 
 from .diagnostics import report_internal_error
 from .events import UsageEvent
-from .resolve import apply_usage, model_of
-from .usage import copy_usage, numbers
-from .usage import finish as finish_usage
+from .resolve import model_of, set_usage
+from .usage import copy_usage
 
 _RESPONSE_DONE = frozenset(("response.completed", "response.incomplete", "response.failed"))
 _TEXT_DELTAS = frozenset(("response.output_text.delta", "transcript.text.delta"))
@@ -148,8 +147,7 @@ class StreamCapture:
                 # chat: the first chunk carries only the role, the last (when read) only finish_reason
                 items = max(items - 1 - (1 if complete else 0), 0)
             if error is None or self.usage is not None:  # a failed stream bills only reported usage
-                usage = numbers(self.usage)
-                apply_usage(event, finish_usage(usage, self.usage_kind, self.kwargs or {}, None, items))
+                set_usage(event, self.usage, self.usage_kind, self.kwargs or {}, None, items)
             self.kwargs = None
             if error is not None:
                 event.set_error(error)

@@ -84,30 +84,64 @@ def _plain(value: Any, depth: int) -> Any:
 def copy_usage(obj: Any, depth: int = 0) -> dict[str, Any] | None:
     """A copy of a usage object made of dicts (values as they are: `clean` makes them JSON-safe later).
 
-    Nested objects (pydantic models, dicts, lists) are copied too, to a fixed depth, so no part of the copy
-    is an object the application can still change.
+    The details objects inside are copied too (and dicts and lists, recursively), so every billed number
+    is the one OpenAI reported whatever the application does to the response afterwards. On the hot path
+    the common shape (a model whose details are models of integers) costs three C-level dict copies.
     """
+    out = _own_dict(obj)
+    if out is None:
+        return None
+    for key, value in out.items():
+        if value is None or type(value) is int or type(value) in _SCALARS:
+            continue
+        source = getattr(value, "__dict__", None)
+        if type(source) is not dict or depth:
+            out[key] = _copy_nested(value, depth + 1)
+            continue
+        inner = source.copy()  # a details model, inline: its values are integers in every usage type
+        extra = getattr(value, "__pydantic_extra__", None)  # of the patched APIs (a third level, as in
+        if extra:  # realtime's cached_tokens_details, is left to `clean`, which copies it when sending)
+            inner.update(extra)
+        out[key] = inner
+    return out
+
+
+def _own_dict(obj: Any) -> dict[str, Any] | None:
+    """A new dict of an object's fields (a pydantic model's `__dict__` plus its extras, or a dict)."""
     source = getattr(obj, "__dict__", None)
     if type(source) is dict:
         out: dict[str, Any] = source.copy()
         extra = getattr(obj, "__pydantic_extra__", None)  # fields newer than the installed SDK
         if extra:
             out.update(extra)
-    elif isinstance(obj, dict):
-        out = dict(obj)
-    else:
+        return out
+    return dict(obj) if isinstance(obj, dict) else None
+
+
+def _copy_nested(value: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
         return None
-    if depth < _MAX_DEPTH:
-        for key, value in out.items():
-            if type(value) not in _SCALARS:
-                out[key] = (
-                    _copy_list(value, depth) if isinstance(value, list) else copy_usage(value, depth + 1)
-                )
-    return out
+    if isinstance(value, (list, tuple)):
+        return [v if type(v) in _SCALARS else _copy_nested(v, depth + 1) for v in value]
+    return copy_usage(value, depth)
 
 
-def _copy_list(value: list[Any], depth: int) -> list[Any]:
-    return [v if type(v) in _SCALARS else copy_usage(v, depth + 1) for v in value]
+_TOKEN_KEYS = ("prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens")
+
+
+def usable(details: dict[str, Any] | None) -> bool:
+    """True when a usage copy carries a number `numbers` will bill (cheap: the hot path asks it)."""
+    if not details:
+        return False
+    get_ = details.get
+    for key in _TOKEN_KEYS:
+        value = get_(key)
+        if type(value) is int:
+            if 0 <= value < MAX_SANE_TOKENS:
+                return True
+        elif value is not None and _count(value) is not None:
+            return True
+    return _seconds(get_("seconds")) is not None or _seconds(get_("duration")) is not None
 
 
 def clean(obj: Any, depth: int = 0) -> dict[str, Any] | None:

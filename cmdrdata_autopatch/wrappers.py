@@ -50,16 +50,10 @@ def _is_plain(rt: Runtime, result_type: type) -> bool:
     return not special
 
 
-def _slow_path_needed(kwargs: dict[str, Any]) -> bool:
-    """True when a call needs more than the common path: our keywords, raw or attribution headers, or a
-    stream."""
-    return (
-        "customer_id" in kwargs
-        or "cmdrdata_metadata" in kwargs
-        or "track_usage" in kwargs
-        or "extra_headers" in kwargs
-        or "stream" in kwargs
-    )
+# A call needs more than the common path when it carries our keywords, raw or attribution headers, or a
+# stream. One C-level `isdisjoint` over the call's few keyword names answers it.
+_SLOW_KEYS = frozenset(("customer_id", "cmdrdata_metadata", "track_usage", "extra_headers", "stream"))
+_common_call = _SLOW_KEYS.isdisjoint
 
 
 def _untracked(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -77,60 +71,109 @@ def _delegate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     return wrapped(*args, **kwargs)
 
 
-def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
-    """The (sync, async) wrapt wrapper functions for one table row, reading the runtime `rt`.
+class _Row:
+    """What a row's wrappers need of the row, read once when they are made."""
 
-    The common call (no keywords of ours, no stream, no raw response, no drop-in client in the process)
-    takes a short path; every other call takes the full one (`prepare`, then `observe`).
-    """
-    if target.delegates:
-        return _delegate_wrapper, _delegate_wrapper
-    api = target.api
-    kinds = (target.usage_kind, target.stream_kind)
-    usage_kind = target.usage_kind
-    injectable = target.inject_stream_usage
+    __slots__ = ("api", "injectable", "kinds", "usage_kind")
 
-    def prepare(instance: Any, kwargs: dict[str, Any]) -> Call | None:
-        """Everything before the original runs. None means "call through, record nothing"."""
-        customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
-        if not track:
-            return None
-        client = getattr(instance, "_client", None)
-        recorder = rt.recorder_for(client)
-        if recorder is None:
-            return None
-        try:
-            customer_id, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
-            call = Call(api, kinds, client, kwargs, customer_id, metadata, recorder, 0.0, 0.0)
-            if injectable and kwargs.get("stream") is True:
-                call.hide_usage = inject_stream_usage(rt, kwargs, client)
-            call.raw = raw_mode(kwargs.get("extra_headers"))
-            return call
-        except Exception as exc:
-            report_internal_error("call setup", exc)
-            return None
+    def __init__(self, target: Target) -> None:
+        self.api = target.api
+        self.kinds = (target.usage_kind, target.stream_kind)
+        self.usage_kind = target.usage_kind
+        self.injectable = target.inject_stream_usage
+
+
+def _prepare(rt: Runtime, row: _Row, instance: Any, kwargs: dict[str, Any]) -> Call | None:
+    """Everything before the original runs on the full path. None means "call through, record nothing"."""
+    customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
+    if not track:
+        return None
+    client = getattr(instance, "_client", None)
+    recorder = rt.recorder_for(client)
+    if recorder is None:
+        return None
+    try:
+        customer_id, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
+        call = Call(row.api, row.kinds, client, kwargs, customer_id, metadata, recorder, 0.0, 0.0)
+        if row.injectable and kwargs.get("stream") is True:
+            call.hide_usage = inject_stream_usage(rt, kwargs, client)
+        call.raw = raw_mode(kwargs.get("extra_headers"))
+        return call
+    except Exception as exc:
+        report_internal_error("call setup", exc)
+        return None
+
+
+def _plain_call(
+    rt: Runtime,
+    row: _Row,
+    instance: Any,
+    kwargs: dict[str, Any],
+    recorder: Any,
+    ctx: Any,
+    wall: float,
+    start: float,
+) -> Call:
+    """The `Call` of a fast-path call whose result turned out not to be plain (or that failed)."""
+    client = getattr(instance, "_client", None)
+    customer = ctx[0] or rt.default_customer
+    return Call(row.api, row.kinds, client, kwargs, customer, ctx[1], recorder, wall, start)
+
+
+def _run_observed(
+    rt: Runtime, call: Call, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run the original once inside the guard, record a failure and re-raise it, observe the result."""
+    token = _inside_set(True)
+    call.start_wall = _time()
+    call.start_perf = _perf()
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.record_error(exc)
+        raise
+    finally:
+        _inside_reset(token)
+    return observe(rt, call, result, _perf() - call.start_perf)
+
+
+async def _await_observed(rt: Runtime, call: Call, awaitable: Any) -> Any:
+    """The async twin of `_run_observed`: the clock starts when the request does (at the await)."""
+    token = _inside_set(True)
+    call.start_wall = _time()
+    call.start_perf = _perf()
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        call.record_error(exc)
+        raise
+    finally:
+        _inside_reset(token)
+    return observe(rt, call, result, _perf() - call.start_perf)
+
+
+async def _await_untracked(awaitable: Any) -> Any:
+    token = _inside_set(True)
+    try:
+        return await awaitable
+    finally:
+        _inside_reset(token)
+
+
+def _sync_wrapper(rt: Runtime, row: _Row) -> Wrapper:
+    api, usage_kind = row.api, row.usage_kind
 
     def slow_sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _inside_get():
             take_our_kwargs(kwargs)  # an inner call of a billed one: ours must still not reach OpenAI
             return wrapped(*args, **kwargs)
-        call = prepare(instance, kwargs)
+        call = _prepare(rt, row, instance, kwargs)
         if call is None:
             return _untracked(wrapped, args, kwargs)
-        token = _inside_set(True)
-        call.start_wall = _time()
-        call.start_perf = _perf()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.record_error(exc)
-            raise
-        finally:
-            _inside_reset(token)
-        return observe(rt, call, result, _perf() - call.start_perf)
+        return _run_observed(rt, call, wrapped, args, kwargs)
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _slow_path_needed(kwargs) or rt.dropins:
+        if not _common_call(kwargs) or rt.dropins:
             return slow_sync(wrapped, instance, args, kwargs)
         recorder = rt.recorder
         if recorder is None or _inside_get():
@@ -143,58 +186,36 @@ def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             _inside_reset(token)
-            _plain_call(instance, kwargs, recorder, ctx, wall, start).record_error(exc)
+            _plain_call(rt, row, instance, kwargs, recorder, ctx, wall, start).record_error(exc)
             raise
         latency = _perf() - start
         _inside_reset(token)
         if type(result) in _plain_types or _is_plain(rt, type(result)):
-            customer = ctx[0] or rt.default_customer
             client = getattr(instance, "_client", None)
+            customer = ctx[0] or rt.default_customer
             record_plain(api, usage_kind, client, kwargs, result, recorder, customer, ctx[1], wall, latency)
             return result
-        return observe(rt, _plain_call(instance, kwargs, recorder, ctx, wall, start), result, latency)
+        call = _plain_call(rt, row, instance, kwargs, recorder, ctx, wall, start)
+        return observe(rt, call, result, latency)
 
-    def _plain_call(
-        instance: Any, kwargs: dict[str, Any], recorder: Any, ctx: Any, wall: float, start: float
-    ) -> Call:
-        client = getattr(instance, "_client", None)
-        customer = ctx[0] or rt.default_customer
-        return Call(api, kinds, client, kwargs, customer, ctx[1], recorder, wall, start)
+    return sync_wrapper
 
-    async def await_and_observe(awaitable: Any, call: Call) -> Any:
-        token = _inside_set(True)
-        call.start_wall = _time()
-        call.start_perf = _perf()
-        try:
-            result = await awaitable
-        except BaseException as exc:
-            call.record_error(exc)
-            raise
-        finally:
-            _inside_reset(token)
-        return observe(rt, call, result, _perf() - call.start_perf)
 
-    async def await_untracked(awaitable: Any) -> Any:
-        token = _inside_set(True)
-        try:
-            return await awaitable
-        finally:
-            _inside_reset(token)
-
+def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
     def slow_async(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _inside_get():
             take_our_kwargs(kwargs)
             return wrapped(*args, **kwargs)
-        call = prepare(instance, kwargs)
+        call = _prepare(rt, row, instance, kwargs)
         result = _untracked(wrapped, args, kwargs)  # a coroutine: nothing has been sent yet
         if not inspect.isawaitable(result):
             return result  # a sync helper on an async class; nothing to bill here
         if call is None:
-            return await_untracked(result)
-        return await_and_observe(result, call)
+            return _await_untracked(result)
+        return _await_observed(rt, call, result)
 
     def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _slow_path_needed(kwargs) or rt.dropins:
+        if not _common_call(kwargs) or rt.dropins:
             return slow_async(wrapped, instance, args, kwargs)
         recorder = rt.recorder
         if recorder is None or _inside_get():
@@ -202,7 +223,19 @@ def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
         result = _untracked(wrapped, args, kwargs)  # a coroutine: nothing has been sent yet
         if not inspect.isawaitable(result):
             return result
-        ctx = context_now()
-        return await_and_observe(result, _plain_call(instance, kwargs, recorder, ctx, 0.0, 0.0))
+        call = _plain_call(rt, row, instance, kwargs, recorder, context_now(), 0.0, 0.0)
+        return _await_observed(rt, call, result)
 
-    return sync_wrapper, async_wrapper
+    return async_wrapper
+
+
+def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
+    """The (sync, async) wrapt wrapper functions for one table row, reading the runtime `rt`.
+
+    The common call (no keywords of ours, no stream, no raw response, no drop-in client in the process)
+    takes a short path; every other call takes the full one (`_prepare`, then `observe`).
+    """
+    if target.delegates:
+        return _delegate_wrapper, _delegate_wrapper
+    row = _Row(target)
+    return _sync_wrapper(rt, row), _async_wrapper(rt, row)
