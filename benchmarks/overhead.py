@@ -815,6 +815,45 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_comparison(before: dict[str, Any], after: dict[str, Any], title: str) -> str:
+    """A before/after table of two saved `--json` runs (same machine, same command, run back to back)."""
+
+    def added(doc: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {(r["scenario"], r["variant"]): float(r["added_us"]) for r in doc["scenarios"]}
+
+    b, a = added(before), added(after)
+    rows = [
+        [scenario, variant, f"{b[(scenario, variant)]:+.2f}", f"{a[(scenario, variant)]:+.2f}"]
+        for scenario, variant in a
+        if (scenario, variant) in b and variant != "control"
+    ]
+    for key, label in (("tiny", "wrapper alone, tiny class"), ("real_create", "real create, _post stubbed")):
+        mb, ma = before["micro"][key], after["micro"][key]
+        rows.append(
+            [
+                label,
+                "cmdrdata (x floor)",
+                f"{mb['cmdrdata_added_us']:+.2f} ({mb['ratio']:.2f}x)",
+                f"{ma['cmdrdata_added_us']:+.2f} ({ma['ratio']:.2f}x)",
+            ]
+        )
+    for key, label in (("net_observed", "safety net, observed call"), ("net_billing", "safety net billing")):
+        if key in after["micro"]:
+            rows.append([label, "cmdrdata", "(no net)", f"{after['micro'][key]['cmdrdata_added_us']:+.2f}"])
+    return "\n".join(
+        [
+            f"## {title}",
+            "",
+            f"Before: {env_line(before['environment'])}.",
+            f"After: {env_line(after['environment'])}.",
+            f"Command: `{after['command']} --no-http` for both, run back to back.",
+            "",
+            table(["scenario", "variant", "before: added us", "after: added us"], rows),
+            "",
+        ]
+    )
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller blocks (~1 min)")
@@ -847,10 +886,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         metavar="CALLS",
         help="only measure the resident memory CALLS recorded chat calls add (memory exporter), then exit",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        default=None,
+        metavar=("BEFORE", "AFTER"),
+        help="render (and with --write-docs, write) a before/after table of two saved --json runs",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve_forever()
+        return 0
+    if args.compare:
+        before, after = (json.loads(Path(name).read_text()) for name in args.compare)
+        title = f"Call path before / after (issues 10 and 15), openai {after['environment']['openai']}"
+        text = render_comparison(before, after, title)
+        print(text)
+        if args.write_docs:
+            major = version_tuple(after["environment"]["openai"] or "0")[0]
+            write_docs_section(f"overhead-{major}-callpath", text)
         return 0
     if args.from_json:
         for name in args.from_json:

@@ -73,9 +73,3 @@ def hand_down(kwargs: dict[str, Any]) -> None:
     _pending[token] = (customer_id, metadata, track)
     headers = kwargs.get("extra_headers")
     kwargs["extra_headers"] = {**(headers if isinstance(headers, dict) else {}), ATTRIBUTION_HEADER: token}
-
-
-def has_our_header(kwargs: dict[str, Any]) -> bool:
-    """True when the call's `extra_headers` carries a hand-down token (cheap: one dict probe)."""
-    headers = kwargs.get("extra_headers")
-    return type(headers) is dict and ATTRIBUTION_HEADER in headers

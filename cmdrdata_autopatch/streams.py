@@ -11,8 +11,10 @@ Like the SDK's own streams, the proxy is its own iterator: `__iter__` / `__aiter
 every item comes from the one underlying iterator. So iteration can be left and re-entered any number of
 times (litellm runs `async for chunk in stream: ...; return chunk` on each of its own `__anext__`), and the
 event is emitted once, by whichever comes first: exhaustion, an exception mid-stream, `close()`, `__exit__`,
-or garbage collection of the proxy. Leaving a `for` loop early is not an end: the stream is still open and
-may be read on; it is billed when it is closed or dropped.
+or garbage collection (of the proxy and of its one generator, which a `for` loop may still hold after the
+proxy is gone, as in `[c for c in client.chat.completions.create(..., stream=True)]`). Leaving a `for`
+loop early is not an end: the stream is still open and may be read on; it is billed when it is closed or
+dropped.
 
 Per item the proxy does the least it can: note the first item's time, the model the first chunk names
 (Azure's first chunk names none: the next one is asked), count content items for the estimate, and copy
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 import wrapt
@@ -156,6 +160,43 @@ class StreamCapture:
             report_internal_error("stream finish", exc)
 
 
+def _items(source: Iterator[Any], capture: StreamCapture) -> Iterator[Any]:
+    """The items the caller sees. A module function, not a method: the generator must not refer to the
+    proxy, or proxy and generator would form a cycle and the proxy would outlive its last reference."""
+    observe = capture.observe
+    try:
+        for item in source:
+            if not observe(item):
+                yield item
+    except GeneratorExit:  # the proxy was dropped or closed: `finally` bills what was seen
+        raise
+    except BaseException as exc:
+        capture.finish(exc)
+        raise
+    else:
+        capture.finish(complete=True)
+    finally:
+        capture.finish()
+
+
+async def _aitems(source: AsyncIterator[Any], capture: StreamCapture) -> AsyncIterator[Any]:
+    """The async twin of `_items`."""
+    observe = capture.observe
+    try:
+        async for item in source:
+            if not observe(item):
+                yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        capture.finish(exc)
+        raise
+    else:
+        capture.finish(complete=True)
+    finally:
+        capture.finish()
+
+
 def _enter_of(wrapped: Any, name: str) -> Callable[..., Any]:
     """The wrapped stream's own context-manager method (pre-1.6 streams have none: same error as bare)."""
     method = getattr(type(wrapped), name, None)
@@ -171,24 +212,16 @@ class StreamProxy(_Proxy):
         super().__init__(wrapped)
         self._self_capture = capture
         source = getattr(wrapped, "_iterator", None)
-        self._self_source = source if source is not None else iter(wrapped)
+        self._self_items = _items(source if source is not None else iter(wrapped), capture)
+        # the stream ends, at the latest, with its generator: when neither the proxy nor a loop holds it
+        weakref.finalize(self._self_items, capture.finish)
 
-    def __iter__(self) -> StreamProxy:
-        return self  # one iterator, like the SDK's stream: leaving a loop does not end the stream
+    def __iter__(self) -> Iterator[Any]:
+        # the one generator of this proxy, every time: leaving a loop and starting another continues it
+        return self._self_items
 
     def __next__(self) -> Any:
-        capture = self._self_capture
-        while True:
-            try:
-                item = next(self._self_source)
-            except StopIteration:
-                capture.finish(complete=True)
-                raise
-            except BaseException as exc:
-                capture.finish(exc)
-                raise
-            if not capture.observe(item):
-                return item
+        return next(self._self_items)
 
     def __enter__(self) -> StreamProxy:
         _enter_of(self.__wrapped__, "__enter__")(self.__wrapped__)
@@ -206,12 +239,6 @@ class StreamProxy(_Proxy):
         finally:
             self._self_capture.finish()
 
-    def __del__(self) -> None:
-        try:
-            self._self_capture.finish()
-        except Exception:
-            pass
-
 
 class AsyncStreamProxy(_Proxy):
     """An async `openai.AsyncStream` that bills itself once."""
@@ -220,24 +247,15 @@ class AsyncStreamProxy(_Proxy):
         super().__init__(wrapped)
         self._self_capture = capture
         source = getattr(wrapped, "_iterator", None)
-        self._self_source = source if source is not None else wrapped.__aiter__()
+        self._self_items = _aitems(source if source is not None else wrapped.__aiter__(), capture)
+        weakref.finalize(self._self_items, capture.finish)
 
-    def __aiter__(self) -> AsyncStreamProxy:
-        return self  # one iterator: litellm re-enters `async for` on every one of its own __anext__
+    def __aiter__(self) -> AsyncIterator[Any]:
+        # one generator: litellm re-enters `async for` on every one of its own __anext__
+        return self._self_items
 
-    async def __anext__(self) -> Any:
-        capture = self._self_capture
-        while True:
-            try:
-                item = await self._self_source.__anext__()
-            except StopAsyncIteration:
-                capture.finish(complete=True)
-                raise
-            except BaseException as exc:
-                capture.finish(exc)
-                raise
-            if not capture.observe(item):
-                return item
+    def __anext__(self) -> Awaitable[Any]:
+        return self._self_items.__anext__()
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await _enter_of(self.__wrapped__, "__aenter__")(self.__wrapped__)
@@ -261,9 +279,3 @@ class AsyncStreamProxy(_Proxy):
             return await method()
         finally:
             self._self_capture.finish()
-
-    def __del__(self) -> None:
-        try:
-            self._self_capture.finish()
-        except Exception:
-            pass
