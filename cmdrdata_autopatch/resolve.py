@@ -119,6 +119,10 @@ def fill_from_result(
     fields = getattr(result, "__dict__", None)
     if type(fields) is not dict:  # not a model: a raw body the SDK had read, or an unexpected result
         fields = result if isinstance(result, dict) else {}
+    else:
+        extra = getattr(result, "__pydantic_extra__", None)  # fields the installed SDK does not know yet
+        if extra:  # (`usage` on images before openai 1.76, `service_tier` before it was declared...)
+            fields = {**fields, **extra}
     # a pydantic model (v1 or v2) keeps its fields, and the SDK its `_request_id`, in `__dict__`: one
     # dict read each, instead of attribute lookups (a missing `_request_id` costs ~1.5 us through pydantic)
     model = fields.get("model")
