@@ -206,3 +206,51 @@ def test_the_net_is_installed_and_removed_with_the_rest() -> None:
         cmdrdata.unpatch()
     for name, original in originals.items():
         assert getattr(_base_client, name).__dict__["request"] is original
+
+
+def test_dropin_client_post_goes_to_its_own_tracker_once(fake: FakeOpenAI) -> None:
+    from cmdrdata_autopatch import MemoryExporter, TrackedOpenAI
+
+    cmdrdata.patch(exporter="memory")
+    global_events = cmdrdata.get_exporter()
+    try:
+        tracker = MemoryExporter()
+        tracked = fake.client(cls=TrackedOpenAI, tracker=tracker)
+        with cmdrdata.customer("dropin-co"):
+            tracked.post("/chat/completions", cast_to=ChatCompletion, body=CHAT_BODY)
+            fake.client().post("/chat/completions", cast_to=ChatCompletion, body=CHAT_BODY)
+    finally:
+        cmdrdata.unpatch()
+    assert [(e.api, e.customer_id) for e in tracker.events] == [("chat.completions", "dropin-co")]
+    assert [(e.api, e.customer_id) for e in global_events.events] == [("chat.completions", "dropin-co")]
+
+
+def test_azure_low_level_post_is_billed(fake: FakeOpenAI, memory: cmdrdata.MemoryExporter) -> None:
+    client = fake.client(
+        openai.AzureOpenAI, azure_endpoint="https://myres.openai.azure.com", api_version="2024-10-21"
+    )
+    client.post("/deployments/my-deployment/chat/completions", cast_to=ChatCompletion, body=CHAT_BODY)
+    [event] = memory.wire()
+    assert (event["api"], event["provider"], event["input_tokens"]) == ("chat.completions", "azure", 11)
+    assert fake.requests[-1].path.endswith("/deployments/my-deployment/chat/completions")
+
+
+def test_async_stream_read_through_a_comprehension_is_billed_at_its_end(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    async def main() -> list[Any]:
+        client = fake.async_client()
+        # the proxy itself is dropped at once: only the comprehension holds its generator
+        return [
+            c
+            async for c in await client.chat.completions.create(
+                model="gpt-4o", messages=MESSAGES, stream=True
+            )
+        ]
+
+    chunks = asyncio.run(main())
+    gc.collect()
+    [event] = memory.wire()
+    assert len(chunks) == 7 and event["streaming"] is True
+    if OPENAI_VERSION >= (1, 26, 0):
+        assert (event["usage_source"], event["input_tokens"]) == ("reported", 11)
