@@ -141,7 +141,11 @@ def fill_from_result(
     if type(request_id) is str:
         event.request_id = request_id
     usage = fields.get("usage")
-    set_usage(event, copy_usage(usage) if usage is not None else None, usage_kind, kwargs, result)
+    copied = copy_usage(usage) if usage is not None else None
+    if usage_kind != "images" and usable(copied):
+        event.usage_details = copied  # the common case, inline: the numbers settle from it when sent
+    else:
+        set_usage(event, copied, usage_kind, kwargs, result)
 
 
 def requested_model(kwargs: dict[str, Any]) -> str | None:

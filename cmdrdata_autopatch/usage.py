@@ -88,8 +88,15 @@ def copy_usage(obj: Any, depth: int = 0) -> dict[str, Any] | None:
     is the one OpenAI reported whatever the application does to the response afterwards. On the hot path
     the common shape (a model whose details are models of integers) costs three C-level dict copies.
     """
-    out = _own_dict(obj)
-    if out is None:
+    source = getattr(obj, "__dict__", None)
+    if type(source) is dict:  # a model (the common case): its fields, plus those the SDK did not know
+        out: dict[str, Any] = source.copy()
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if extra:
+            out.update(extra)
+    elif isinstance(obj, dict):
+        out = dict(obj)
+    else:
         return None
     for key, value in out.items():
         if value is None or type(value) is int or type(value) in _SCALARS:
