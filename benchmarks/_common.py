@@ -27,14 +27,13 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
 
+# The one copy of the canned OpenAI bodies (standard library only), shared with the tests and test apps.
+sys.path.insert(0, str(ROOT / "tests" / "apps"))
+import canned  # noqa: E402
+
+CHAT_USAGE = canned.CHAT_USAGE
+
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"
-CHAT_USAGE = {
-    "prompt_tokens": 11,
-    "completion_tokens": 7,
-    "total_tokens": 18,
-    "prompt_tokens_details": {"cached_tokens": 3},
-    "completion_tokens_details": {"reasoning_tokens": 2},
-}
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 STREAM_CHUNKS = 50  # content chunks; the stream also carries one usage-only chunk at the end
 
@@ -64,24 +63,8 @@ def httpx_module() -> Any:
 
 
 def chat_completion_body() -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": CHAT_MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "Hello! How can I help?", "refusal": None},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": CHAT_USAGE,
-            "system_fingerprint": "fp_bench",
-        }
-    ).encode()
+    body = canned.chat_completion(model=CHAT_MODEL, content="Hello! How can I help?")
+    return json.dumps({**body, "system_fingerprint": "fp_bench"}).encode()
 
 
 def chat_stream_body(n: int = STREAM_CHUNKS) -> bytes:
@@ -106,45 +89,11 @@ def embeddings_body(base64_encoded: bool) -> bytes:
     embedding: Any = (
         base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if base64_encoded else vector
     )
-    return json.dumps(
-        {
-            "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
-            "model": "text-embedding-3-small",
-            "usage": {"prompt_tokens": 5, "total_tokens": 5},
-        }
-    ).encode()
+    return json.dumps(canned.embeddings_response(embedding)).encode()
 
 
 def response_body() -> bytes:
-    return json.dumps(
-        {
-            "id": "resp_bench",
-            "object": "response",
-            "created_at": 1700000000,
-            "model": "gpt-4.1-2025-04-14",
-            "status": "completed",
-            "output": [
-                {
-                    "type": "message",
-                    "id": "msg_1",
-                    "status": "completed",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": "Hi there", "annotations": []}],
-                }
-            ],
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-            "usage": {
-                "input_tokens": 21,
-                "output_tokens": 9,
-                "total_tokens": 30,
-                "input_tokens_details": {"cached_tokens": 4},
-                "output_tokens_details": {"reasoning_tokens": 5},
-            },
-        }
-    ).encode()
+    return json.dumps(canned.response_object()).encode()
 
 
 class CannedOpenAI:

@@ -69,6 +69,9 @@ import cmdrdata_autopatch as cmdrdata
 TARGET_CALL_US = 10.0
 TARGET_STREAM_US = 20.0
 TARGET_FLOOR_RATIO = 2.0
+# "The net must not add measurable cost to calls already observed by a resource wrapper" (issue 15): one
+# wrapt dispatch and one contextvar read, far below the end-to-end resolution of a few microseconds.
+TARGET_NET_OBSERVED_US = 0.5
 
 # --- the floor wrapper ---------------------------------------------------------------------------------
 
@@ -457,10 +460,11 @@ def micro(canned: CannedOpenAI, quick: bool) -> dict[str, Any]:
     import openai
     from openai.types.chat import ChatCompletion
 
+    from cmdrdata_autopatch.runtime import RUNTIME
     from cmdrdata_autopatch.wrappers import make_wrappers
 
     prebuilt = ChatCompletion.model_validate(json.loads(canned.chat))
-    ours_fn, _ = make_wrappers(_chat_target())
+    ours_fn, _ = make_wrappers(_chat_target(), RUNTIME)
 
     class TinyOurs(TinyCompletions):
         create = wrapt.FunctionWrapper(TinyCompletions.create, ours_fn)
@@ -515,7 +519,101 @@ def micro(canned: CannedOpenAI, quick: bool) -> dict[str, Any]:
                 floor.uninstall()
 
     out["real_create"] = _micro_rounds({k: k for k in ("bare", "cmdrdata", "floor")}, run_real, rounds, None)
+    out.update(micro_net(prebuilt, n, rounds))
     return out
+
+
+class TinyClient:
+    """Stands in for the SDK client: `request(cast_to, options)` returns a prebuilt ChatCompletion."""
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def request(self, cast_to: Any, options: Any, **kwargs: Any) -> Any:
+        return self._result
+
+
+def micro_net(prebuilt: Any, n: int, rounds: int) -> dict[str, Any]:
+    """The safety net (`SyncAPIClient.request` wrapper), alone: (c) on a request a resource wrapper already
+    observes (the nesting guard is set: what every ordinary call pays for the net), and (d) when it bills a
+    low-level `client.post(...)` itself, against the floor wrapper on the same method."""
+    from types import SimpleNamespace
+
+    import openai
+
+    from cmdrdata_autopatch.net import make_net_wrappers
+    from cmdrdata_autopatch.runtime import RUNTIME
+    from cmdrdata_autopatch.targets import billable_paths
+    from cmdrdata_autopatch.wrappers import inside_call
+
+    net_fn, _ = make_net_wrappers(RUNTIME, billable_paths(openai.__version__))
+
+    class TinyNet(TinyClient):
+        request = wrapt.FunctionWrapper(TinyClient.request, net_fn)
+
+    class TinyFloor(TinyClient):
+        request = wrapt.FunctionWrapper(TinyClient.request, floor_sync)
+
+    options = SimpleNamespace(
+        method="post", url="/chat/completions", json_data={"model": "gpt-4o-mini", "messages": MESSAGES}
+    )
+    subjects = {"bare": TinyClient(prebuilt), "cmdrdata": TinyNet(prebuilt), "floor": TinyFloor(prebuilt)}
+
+    def run(obj: Any) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            obj.request(None, options)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    def run_observed(obj: Any) -> float:
+        token = inside_call.set(True)  # as inside a resource wrapper
+        try:
+            return run(obj)
+        finally:
+            inside_call.reset(token)
+
+    cmdrdata.patch(exporter="memory")
+    exporter = cmdrdata.get_exporter()
+    try:
+        observed = _micro_rounds(subjects, run_observed, rounds, exporter)
+        billing = _micro_rounds(subjects, run, rounds, exporter)
+    finally:
+        cmdrdata.unpatch()
+    return {"net_observed": observed, "net_billing": billing}
+
+
+def retention(canned: CannedOpenAI, calls: int) -> dict[str, Any]:
+    """Resident memory added by `calls` recorded chat calls held in the in-memory exporter (issue 15: an
+    exporter must hold events, never the application's response objects)."""
+
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        import resource
+
+        return pages * resource.getpagesize() / (1024 * 1024)
+
+    client = canned.client()
+    for _ in range(200):  # warm-up: imports, caches, the first pages of every heap
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    exporter = cmdrdata.MemoryExporter()
+    gc.collect()
+    before = rss_mib()
+    cmdrdata.patch(exporter=exporter)
+    try:
+        for _ in range(calls):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        cmdrdata.unpatch()
+    gc.collect()
+    after = rss_mib()
+    recorded = len(exporter.events)
+    return {
+        "calls": calls,
+        "recorded": recorded,
+        "rss_added_mib": round(after - before, 1),
+        "kib_per_event": round((after - before) * 1024 / max(recorded, 1), 2),
+    }
 
 
 def _micro_rounds(
@@ -629,6 +727,15 @@ def checks(rows: list[dict[str, Any]], micro_out: dict[str, Any]) -> list[dict[s
             "ok": tiny["ratio"] <= TARGET_FLOOR_RATIO,
         }
     )
+    observed = micro_out.get("net_observed")
+    if observed is not None:
+        out.append(
+            {
+                "target": f"safety net on an observed call <= {TARGET_NET_OBSERVED_US:g} us",
+                "measured": f"{observed['cmdrdata_added_us']:.2f} us",
+                "ok": observed["cmdrdata_added_us"] <= TARGET_NET_OBSERVED_US,
+            }
+        )
     return out
 
 
@@ -690,9 +797,15 @@ def render(doc: dict[str, Any]) -> str:
                 for key, label in (
                     ("tiny", "tiny class, same wrapt mechanics"),
                     ("real_create", "real Completions.create, _post stubbed"),
+                    ("net_billing", "safety net billing a low-level client.post (tiny client)"),
+                    ("net_observed", "safety net on a request a resource wrapper observes"),
                 )
+                if key in m
             ],
         ),
+        "",
+        "The last row is what the safety net adds to every ordinary call (its `floor` column is the floor "
+        "wrapper doing its full work there, for scale only).",
         "",
         table(
             ["target", "measured", "result"],
@@ -700,6 +813,64 @@ def render(doc: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_comparison(before: dict[str, Any], after: dict[str, Any], title: str) -> str:
+    """A before/after table of two saved `--json` runs (same machine, same command, run back to back)."""
+
+    def added(doc: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {(r["scenario"], r["variant"]): float(r["added_us"]) for r in doc["scenarios"]}
+
+    b, a = added(before), added(after)
+    rows = [
+        [scenario, variant, f"{b[(scenario, variant)]:+.2f}", f"{a[(scenario, variant)]:+.2f}"]
+        for scenario, variant in a
+        if (scenario, variant) in b
+    ]
+    for key, label in (("tiny", "wrapper alone, tiny class"), ("real_create", "real create, _post stubbed")):
+        mb, ma = before["micro"][key], after["micro"][key]
+        rows.append(
+            [
+                label,
+                "cmdrdata (x floor)",
+                f"{mb['cmdrdata_added_us']:+.2f} ({mb['ratio']:.2f}x)",
+                f"{ma['cmdrdata_added_us']:+.2f} ({ma['ratio']:.2f}x)",
+            ]
+        )
+    for key, label in (("net_observed", "safety net, observed call"), ("net_billing", "safety net billing")):
+        if key in after["micro"]:
+            rows.append([label, "cmdrdata", "(no net)", f"{after['micro'][key]['cmdrdata_added_us']:+.2f}"])
+    if "retention" in before and "retention" in after:  # merged in from two `--retention CALLS` runs
+        rb, ra = before["retention"], after["retention"]
+        rows.append(
+            [
+                f"RSS after {ra['calls']} chat calls (memory exporter)",
+                "MiB (KiB per event)",
+                f"+{rb['rss_added_mib']} ({rb['kib_per_event']})",
+                f"+{ra['rss_added_mib']} ({ra['kib_per_event']})",
+            ]
+        )
+    return "\n".join(
+        [
+            f"## {title}",
+            "",
+            f"Before: {env_line(before['environment'])}.",
+            f"After: {env_line(after['environment'])}.",
+            f"Command: `{after['command']} --no-http` for both, run back to back.",
+            "",
+            table(["scenario", "variant", "before: added us", "after: added us"], rows),
+            "",
+            "`control` (bare vs bare) is the resolution of each end-to-end row: differences smaller than it "
+            "are noise (2 shared cores). The wrapper alone is slower by about 1.4 us because the usage, "
+            "model, service tier and request id are now copied from the parsed result on the caller's "
+            "thread (issue 15: what the app does to the response afterwards must not change the bill, and "
+            "no response may stay alive in a queue); the billed integers are then read from that copy when "
+            "the event is first serialized. Copying a chat usage object (two nested details models) costs "
+            "~0.5 us, reading the other fields ~0.3 us, the slotted event ~0.15 us (timeit, min of 5). "
+            "The memory row is why: the old events held every response until sent.",
+            "",
+        ]
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -727,10 +898,33 @@ def main(argv: Optional[list[str]] = None) -> int:
         metavar="FILE",
         help="render (and with --write-docs, write) saved --json results; measure nothing",
     )
+    parser.add_argument(
+        "--retention",
+        type=int,
+        default=None,
+        metavar="CALLS",
+        help="only measure the resident memory CALLS recorded chat calls add (memory exporter), then exit",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        default=None,
+        metavar=("BEFORE", "AFTER"),
+        help="render (and with --write-docs, write) a before/after table of two saved --json runs",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve_forever()
+        return 0
+    if args.compare:
+        before, after = (json.loads(Path(name).read_text()) for name in args.compare)
+        title = f"Call path before / after (issues 10 and 15), openai {after['environment']['openai']}"
+        text = render_comparison(before, after, title)
+        print(text)
+        if args.write_docs:
+            major = version_tuple(after["environment"]["openai"] or "0")[0]
+            write_docs_section(f"overhead-{major}-callpath", text)
         return 0
     if args.from_json:
         for name in args.from_json:
@@ -746,6 +940,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     import openai
 
+    if args.retention:
+        out = retention(CannedOpenAI(), args.retention)
+        print(json.dumps({"environment": environment(), **out}, indent=2))
+        return 0
     rounds = args.rounds or (10 if args.quick else 40)
     canned = CannedOpenAI()
     server = None if args.no_http else LoopbackServer(args.server)

@@ -19,9 +19,10 @@ from .context import (
     get_customer_context,
     set_customer_context,
 )
+from .control import current_settings, flush, get_exporter, is_patched, patch, shutdown, stats, unpatch
 from .events import UsageEvent
 from .exporter import MemoryExporter
-from .patching import current_settings, get_exporter, is_patched, patch, patch_status, unpatch
+from .patching import patch_status
 
 if TYPE_CHECKING:
     from .client import AsyncTrackedOpenAI, TrackedOpenAI, UsageTracker
@@ -36,31 +37,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def flush(timeout: float = 5.0) -> Any:
-    """Deliver what has been recorded so far, waiting at most `timeout` seconds."""
-    recorder = get_exporter()
-    method = getattr(recorder, "flush", None)
-    return method(timeout) if callable(method) else None
-
-
-def shutdown(timeout: float = 2.0) -> Any:
-    """Flush, then stop the exporter (serverless handlers call this at the end of an invocation)."""
-    recorder = get_exporter()
-    method = getattr(recorder, "shutdown", None)
-    return method(timeout) if callable(method) else None
-
-
-def stats() -> dict[str, Any]:
-    """Delivery counters of the active exporter, plus our own internal error counts."""
-    from .diagnostics import internal_errors
-
-    recorder = get_exporter()
-    method = getattr(recorder, "stats", None)
-    out: dict[str, Any] = dict(method()) if callable(method) else {}
-    out["internal_errors"] = internal_errors()
-    return out
 
 
 __all__ = [

@@ -1,9 +1,10 @@
 """Start-up activation shared by every zero-code route.
 
-Three routes end here: the one line in `cmdrdata_autopatch.pth` (site-packages, only when
-`CMDRDATA_AUTOPATCH` is set), the `sitecustomize` that `cmdrdata-run` puts on `PYTHONPATH`, and a site-wide
-`sitecustomize` copied from `sitecustomize_example/`. Under `cmdrdata-run` the first two both fire in the
-same process, so `activate()` runs once per process and later calls only report what the first one did.
+Two routes end here: the one line in `cmdrdata_autopatch.pth` (site-packages, only when
+`CMDRDATA_AUTOPATCH` is set) and the `sitecustomize` that `cmdrdata-run` puts on `PYTHONPATH`. Under
+`cmdrdata-run` both fire in the same process, so `activate()` runs once per process and later calls only
+report what the first one did. (A site-wide `sitecustomize` copied from `sitecustomize_example/` does not
+come here: it calls `cmdrdata_autopatch.patch()` itself, with its own warning line.)
 
 Start-up code must never stop the program it instruments: any failure (a bad `CMDRDATA_*` value, a broken
 install) becomes one warning line on stderr naming the problem, and the program runs untracked.
@@ -52,9 +53,9 @@ def activate(route: str) -> bool:
     if _flag("CMDRDATA_DISABLED"):
         return False
     try:
-        from .patching import _registry, is_patched, patch
+        from .control import is_patched, patch, switch
 
-        _registry.at_startup = True
+        switch.at_startup = True
         patch()
         _outcome[0] = is_patched()
     except Exception as exc:

@@ -44,14 +44,14 @@ if parse_version(_OPENAI_VERSION) < parse_version(OLDEST_SUPPORTED):  # pragma: 
         f"is installed (the 0.x API has no client classes to track). Fix: {_FIX}"
     )
 
-from . import patching  # noqa: E402 - only once openai is known to be usable
+from . import control, patching  # noqa: E402 - only once openai is known to be usable
 
 
 class UsageTracker:
     """Sends usage events to CmdrData with one API key: the seed's name for the delivery object.
 
     A thin handle on the real machinery (the background exporter and its HTTP transport, built by
-    `exporter.build_exporter`), so a drop-in client gets the same bounded queue, retries, spool and exit
+    `control.build_recorder`), so a drop-in client gets the same bounded queue, retries, spool and exit
     handling as `patch()`. Other settings (queue size, spool directory, exit timeout...) come from the
     `CMDRDATA_*` environment as usual; `exporter=` takes any object with `record(event)` instead (tests).
     """
@@ -69,7 +69,7 @@ class UsageTracker:
             if api_key is not None:
                 settings.setdefault("exporter", "http")
             self.settings: Settings | None = load_settings(api_key=api_key, endpoint=endpoint, **settings)
-            exporter = _build_exporter(self.settings, timeout)
+            exporter = control.build_recorder(self.settings, http_timeout=timeout)
         else:
             self.settings = None
         if not callable(getattr(exporter, "record", None)):
@@ -105,30 +105,6 @@ class UsageTracker:
         return f"<UsageTracker {name} -> {self.endpoint if name == 'http' else name}>"
 
 
-def _build_exporter(settings: Settings, timeout: float | None) -> Any:
-    """The exporter `patch()` would build for these settings; an http one with `timeout` if one is given.
-
-    `build_exporter` takes no transport options, so a tracker with its own timeout is assembled here from
-    the same public parts (`BackgroundExporter`, `HttpTransport`, `make_spool`) with the same settings.
-    """
-    from . import exporter as exporter_module
-
-    if timeout is None or settings.exporter != "http" or not settings.api_key:
-        return exporter_module.build_exporter(settings)
-    from .transports import HttpTransport
-
-    transport = HttpTransport(
-        settings.api_key, settings.endpoint, connect_timeout=min(3.0, timeout), read_timeout=timeout
-    )
-    return exporter_module.BackgroundExporter(
-        transport,
-        spool=exporter_module.make_spool(settings),
-        queue_size=settings.queue_size,
-        flush_interval=settings.flush_interval,
-        exit_timeout=settings.exit_timeout,
-    )
-
-
 # A copy of a tracked client (`with_options()` / `copy()`) keeps its parent's tracker: set while copying.
 _UNSET = object()
 _inherit: contextvars.ContextVar[Any] = contextvars.ContextVar("cmdrdata_inherit_tracker", default=_UNSET)
@@ -144,7 +120,7 @@ def _resolve_tracker(
     if inherited is not _UNSET and tracker_key is None:
         return inherited
     key = tracker_key or os.environ.get("CMDRDATA_API_KEY", "").strip() or None
-    if key is None and patching.is_patched():
+    if key is None and control.is_patched():
         return None  # patch() is on and no key of its own: the global exporter has this client's calls
     return UsageTracker(key, tracker_endpoint, tracker_timeout)
 

@@ -18,6 +18,8 @@ import inspect
 import json
 from typing import Any, Callable, NamedTuple, TypeVar
 
+from .runtime import RUNTIME
+
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -35,7 +37,6 @@ _EMPTY = CustomerContext(None, None)
 _current: contextvars.ContextVar[CustomerContext] = contextvars.ContextVar(
     "cmdrdata_customer", default=_EMPTY
 )
-_default_customer: list[str | None] = [None]  # set by patch(); a list so readers need no global statement
 
 
 def validate_customer_id(value: Any) -> str:
@@ -67,21 +68,16 @@ def snapshot_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
     return copied
 
 
-# For the wrappers' hot path: the raw context (no default applied) and the default's holder.
+# For the wrappers' hot path: the raw context (no default applied), one call instead of two lookups.
 current_raw = _current.get
-default_customer_holder = _default_customer
-
-
-def set_default_customer(customer_id: str | None) -> None:
-    """Set the process-wide default customer (used when no call keyword or context names one)."""
-    _default_customer[0] = None if customer_id is None else validate_customer_id(customer_id)
 
 
 def current() -> CustomerContext:
-    """The customer context in force here (the default customer when no block is active)."""
+    """The customer context in force here (the default customer of `patch()` when no block names one)."""
     ctx = _current.get()
-    if ctx.customer_id is None and _default_customer[0] is not None:
-        return CustomerContext(_default_customer[0], ctx.metadata)
+    default = RUNTIME.default_customer
+    if ctx.customer_id is None and default is not None:
+        return CustomerContext(default, ctx.metadata)
     return ctx
 
 

@@ -1,11 +1,11 @@
 """`UsageEvent`: one billable OpenAI call, and its wire form (DESIGN.md section 4).
 
-An event is created on the caller's thread with only what is cheap to take there: a random id, the
-start time, the latency, the customer, a snapshot of the metadata, and references to the objects that hold
-the usage (the response, or what a stream left behind). Turning those references into numbers, formatting
-the id and the timestamp, and serializing to JSON happen later, once, in the exporter's background thread
-(`to_wire()` / `to_json()`), so the wrapped OpenAI call pays for none of it. The id is fixed at creation:
-the same bytes are sent on every retry and replay.
+An event is a plain record with explicit slots, filled on the caller's thread with facts copied from what
+the SDK parsed (integers and short strings, never a reference to the response), so nothing the application
+does to a response afterwards changes what is billed, and no response stays alive in a queue. Only the
+formatting waits for the exporter's background thread: the id's text, the timestamp, and the JSON bytes
+(`to_wire()` / `to_json()`, each computed once, so every retry and replay sends identical bytes). The id's
+random bytes are drawn the first time the id is read, before the event is ever sent or spooled.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ._version import __version__
-from .diagnostics import redact, report_internal_error
+from .diagnostics import redact
+from .usage import clean, numbers
 
 SDK_NAME = "cmdrdata-autopatch"
 
@@ -39,6 +41,10 @@ WIRE_FIELDS = (
     "usage_details",
     "usage_source",
     "units",
+    "service_tier",
+    "source_id",
+    "service",
+    "environment",
     "streaming",
     "request_id",
     "request_start_time",
@@ -56,7 +62,30 @@ WIRE_FIELDS = (
 
 MAX_ERROR_MESSAGE = 1000
 
-Resolver = Callable[["UsageEvent"], None]
+# What a slot holds until something is known: the wire value for "absent" (DESIGN.md section 4).
+_DEFAULTS: dict[str, Any] = {name: None for name in WIRE_FIELDS}
+_DEFAULTS.update(
+    input_tokens=0,
+    output_tokens=0,
+    total_tokens=0,
+    cached_input_tokens=0,
+    reasoning_tokens=0,
+    usage_source="none",
+    streaming=False,
+    error_occurred=False,
+)
+_DERIVED = ("event_id", "timestamp", "request_start_time", "request_end_time", "latency_ms", "sdk")
+_id_lock = threading.Lock()
+
+
+def _new_id_lock_in_child() -> None:
+    # a fork while another thread held the lock would leave the child's copy locked forever
+    global _id_lock
+    _id_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_new_id_lock_in_child)
 
 
 def format_timestamp(unix_seconds: float) -> str:
@@ -71,35 +100,72 @@ def _openai_version() -> str | None:
 
 
 class UsageEvent:
-    """One usage event. Attributes named like the wire fields hold their values once resolved."""
+    """One usage event. Slots named like the wire fields hold their values; an unset slot reads as the
+    wire's default (0 tokens, `null`...), so creating one on the hot path assigns only what is known."""
 
-    # Wire defaults: instances assign only what they know, so creating one on the hot path is cheap.
-    customer_id: Optional[str] = None
-    provider: Optional[str] = None
-    model: Optional[str] = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    cached_input_tokens: int = 0
-    reasoning_tokens: int = 0
-    usage_details: Optional[dict[str, Any]] = None
-    usage_source: str = "none"
-    units: Optional[dict[str, Any]] = None
-    request_id: Optional[str] = None
-    time_to_first_token_ms: Optional[float] = None
-    error_occurred: bool = False
-    error_type: Optional[str] = None
-    error_code: Optional[str] = None
-    http_status: Optional[int] = None
-    error_message: Optional[str] = None
-    metadata: Optional[dict[str, Any]] = None
-
-    # Raw material for the resolver (references, not copies; resolved in the background).
-    raw_result: Any = None
-    raw_kwargs: Optional[dict[str, Any]] = None
-    raw_client: Any = None
-    raw_extra: Any = None
-    resolver: Optional[Resolver] = None
+    __slots__ = (
+        "__weakref__",
+        "_id_bytes",
+        "_json",
+        "_wire",
+        "api",
+        "cached_input_tokens",
+        "customer_id",
+        "environment",
+        "error_code",
+        "error_message",
+        "error_occurred",
+        "error_type",
+        "http_status",
+        "input_tokens",
+        "latency_s",
+        "metadata",
+        "model",
+        "output_tokens",
+        "provider",
+        "reasoning_tokens",
+        "request_id",
+        "request_start_time",
+        "service",
+        "service_tier",
+        "source_id",
+        "streaming",
+        "time_to_first_token_ms",
+        "total_tokens",
+        "units",
+        "usage_details",
+        "usage_source",
+    )
+    customer_id: str | None
+    provider: str | None
+    model: str | None
+    api: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    usage_details: dict[str, Any] | None  # the usage copy taken at call time (made JSON-safe on send)
+    usage_source: str
+    units: dict[str, Any] | None
+    service_tier: str | None
+    source_id: str | None
+    service: str | None
+    environment: str | None
+    streaming: bool
+    request_id: str | None
+    time_to_first_token_ms: float | None
+    error_occurred: bool
+    error_type: str | None
+    error_code: str | None
+    http_status: int | None
+    error_message: str | None
+    metadata: dict[str, Any] | None
+    request_start_time: float
+    latency_s: float
+    _id_bytes: bytes
+    _wire: dict[str, Any]
+    _json: bytes
 
     def __init__(
         self,
@@ -111,58 +177,32 @@ class UsageEvent:
         streaming: bool = False,
         model: str | None = None,
     ) -> None:
-        self._id_bytes = os.urandom(16)
-        self._wire: dict[str, Any] | None = None
-        self._json: bytes | None = None
         self.api = api
         self.request_start_time = start_time
         self.latency_s = latency_s
         self.streaming = streaming
-        if customer_id is not None:
-            self.customer_id = customer_id
-        if metadata is not None:
-            self.metadata = metadata
-        if model is not None:
-            self.model = model
+        self.customer_id = customer_id
+        self.metadata = metadata
+        self.model = model
 
-    @classmethod
-    def capture(
-        cls,
-        api: str,
-        start_time: float,
-        latency_s: float,
-        customer_id: str | None,
-        metadata: dict[str, Any] | None,
-        result: Any,
-        kwargs: dict[str, Any],
-        owner: Any,
-        resolver: Resolver,
-    ) -> UsageEvent:
-        """The hot-path constructor: references only, one dict store. The id's random bytes are drawn
-        when the event is first read (in the exporter thread), before it is ever sent or spooled."""
-        event = cls.__new__(cls)
-        event.__dict__ = {
-            "_wire": None,
-            "_json": None,
-            "api": api,
-            "request_start_time": start_time,
-            "latency_s": latency_s,
-            "streaming": False,
-            "customer_id": customer_id,
-            "metadata": metadata,
-            "raw_result": result,
-            "raw_kwargs": kwargs,
-            "raw_client": owner,
-            "resolver": resolver,
-        }
-        return event
+    def __getattr__(self, name: str) -> Any:
+        """An unset wire slot reads as its default (called only when the slot was never assigned)."""
+        try:
+            return _DEFAULTS[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     @property
     def event_id(self) -> str:
         """The event's UUID (version 4), identical on every retry and replay."""
-        raw = self.__dict__.get("_id_bytes")
-        if raw is None:  # setdefault: two threads asking at once still agree on one id
-            raw = self.__dict__.setdefault("_id_bytes", os.urandom(16))
+        try:
+            raw: bytes = object.__getattribute__(self, "_id_bytes")
+        except AttributeError:
+            with _id_lock:  # two threads asking at once still agree on one id
+                try:
+                    raw = object.__getattribute__(self, "_id_bytes")
+                except AttributeError:
+                    raw = self._id_bytes = os.urandom(16)
         return str(uuid.UUID(bytes=raw, version=4))
 
     def set_error(self, exc: BaseException) -> None:
@@ -185,23 +225,34 @@ class UsageEvent:
         except Exception:
             self.error_message = None
 
-    def resolve(self) -> None:
-        """Run the deferred extraction once (usage, model, request id), then drop the raw references."""
-        resolver = self.resolver
-        if resolver is None:
-            return
-        self.resolver = None
+    def _settle(self) -> None:
+        """Read the billed numbers from the usage copy taken at call time (ours alone: nothing the
+        application does can change it), unless the numbers were set already (an estimate)."""
+        details = self.usage_details
         try:
-            resolver(self)
-        except Exception as exc:  # a malformed response must not cost us the event itself
-            report_internal_error("usage extraction", exc)
-        self.raw_result = self.raw_kwargs = self.raw_client = self.raw_extra = None
+            object.__getattribute__(self, "usage_source")
+            return  # already set: an estimate, or numbers settled before
+        except AttributeError:
+            pass
+        usage = numbers(details) if details is not None else None
+        if usage is None:
+            return
+        self.input_tokens = usage.input_tokens
+        self.output_tokens = usage.output_tokens
+        self.total_tokens = usage.total_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.usage_source = usage.source
+        if usage.units:
+            self.units = {**usage.units, **(self.units or {})}
 
     def to_wire(self) -> dict[str, Any]:
         """The event as the CmdrData events API expects it (computed once, then cached)."""
-        if self._wire is not None:
-            return self._wire
-        self.resolve()
+        try:
+            return object.__getattribute__(self, "_wire")  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        self._settle()
         start = self.request_start_time
         end = start + self.latency_s
         wire: dict[str, Any] = {}
@@ -216,6 +267,9 @@ class UsageEvent:
                 wire[name] = round(start, 6)
             elif name == "latency_ms":
                 wire[name] = round(self.latency_s * 1000.0, 3)
+            elif name == "usage_details":
+                # the copy taken at call time, made JSON-safe here (None / private keys / NaN dropped)
+                wire[name] = clean(self.usage_details)
             elif name == "sdk":
                 wire[name] = {"name": SDK_NAME, "version": __version__, "openai_version": _openai_version()}
             else:
@@ -225,30 +279,15 @@ class UsageEvent:
 
     def to_json(self) -> bytes:
         """The wire form as compact UTF-8 JSON, serialized once so every retry sends identical bytes."""
-        if self._json is None:
-            self._json = json.dumps(
-                self.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str
-            ).encode("utf-8")
+        try:
+            return object.__getattribute__(self, "_json")  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        # allow_nan=False: NaN / Infinity are not JSON; the exporter counts the ValueError as invalid
+        self._json = json.dumps(
+            self.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+        ).encode("utf-8")
         return self._json
-
-    @classmethod
-    def from_wire(cls, wire: dict[str, Any]) -> UsageEvent:
-        """Rebuild an event from its wire form (spool replay); `to_json()` returns the same content."""
-        event = cls.__new__(cls)
-        event._id_bytes = uuid.UUID(str(wire["event_id"])).bytes
-        event._wire = dict(wire)
-        event._json = None
-        event.api = str(wire.get("api") or "")
-        event.request_start_time = float(wire.get("request_start_time") or 0.0)
-        event.latency_s = float(wire.get("latency_ms") or 0.0) / 1000.0
-        event.streaming = bool(wire.get("streaming"))
-        for name in WIRE_FIELDS:
-            if name in wire and name not in ("event_id", "timestamp", "sdk"):
-                try:
-                    setattr(event, name, wire[name])
-                except AttributeError:
-                    pass
-        return event
 
     def __repr__(self) -> str:
         return f"<UsageEvent {self.event_id} api={self.api} customer={self.customer_id!r}>"

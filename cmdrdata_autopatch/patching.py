@@ -1,4 +1,7 @@
-"""`patch()` / `unpatch()`: wrap the table's resource methods in place, on the classes.
+"""The patching mechanism: wrap the table's resource methods in place, on the classes, and put them back.
+
+`control.py` decides when (it owns `patch()` / `unpatch()`); this module knows how: post-import hooks,
+wrapping and unwrapping rows, and the status of every row.
 
 Patching the classes (not client instances) covers every client: made before or after `patch()`, sync and
 async, Azure, the module-level `openai.chat...` client, and subclasses like the drop-in `TrackedOpenAI`.
@@ -9,8 +12,11 @@ module gets its own post-import hook. From openai 1.78 resource modules load laz
 at the moment the application first touches that resource, and `patch()` never imports a resource module
 the application does not use.
 
-`unpatch()` puts back the exact objects that were in each class's `__dict__`. Both are idempotent and
-thread-safe; patch -> unpatch -> patch works.
+Below the resource methods, the safety net (`net.py`) wraps the SDK client's own `request` method on its
+two base classes, so a billable request that no resource wrapper observed is still billed.
+
+`uninstall()` puts back the exact objects that were in each class's `__dict__`. Both are idempotent and
+thread-safe; install -> uninstall -> install works.
 """
 
 from __future__ import annotations
@@ -25,13 +31,21 @@ from typing import Any
 
 import wrapt
 
-from . import context
-from .config import Settings, load_settings
 from .diagnostics import report_internal_error
-from .exporter import MemoryExporter, NullExporter, Recorder
+from .net import make_net_wrappers
+from .runtime import RUNTIME
 from .sessions import hook_connection_classes, make_connect_wrappers
-from .targets import TARGETS, Target, is_newer_than_verified, parse_version, targets_for
-from .wrappers import configure_openai_types, make_wrappers, state
+from .targets import (
+    NET_METHODS,
+    NET_MODULE,
+    TARGETS,
+    Target,
+    billable_paths,
+    is_newer_than_verified,
+    parse_version,
+    targets_for,
+)
+from .wrappers import make_wrappers
 
 logger = logging.getLogger("cmdrdata_autopatch")
 
@@ -51,17 +65,12 @@ class _Registry:
 
     def __init__(self) -> None:
         self.active = False  # is the class-level instrumentation wanted?
-        self.global_on = False  # patch() is in force (as opposed to drop-in clients only)
         self.owners: weakref.WeakSet[Any] = weakref.WeakSet()  # live drop-in clients that need the wrappers
         self.applied: dict[str, _Applied] = {}  # "module:Class.method" -> what we did
         self.hooked_modules: set[str] = set()
         self.openai_hooked = False
         self.openai_version: str | None = None
         self.problems: dict[str, str] = {}  # row key -> why it is not patched
-        self.settings: Settings | None = None
-        # set by the start-up routes (.pth, cmdrdata-run): every Python process they reach calls patch(),
-        # including tools in environments without openai, which must not be warned at
-        self.at_startup = False
 
 
 _registry = _Registry()
@@ -92,7 +101,7 @@ def _wrap_method(cls: type, name: str, wrapper_fn: Any, key: str) -> bool:
 
 
 def _apply_row(module: ModuleType, row: Target) -> None:
-    sync_fn, async_fn = make_connect_wrappers(row) if row.kind == "connect" else make_wrappers(row)
+    sync_fn, async_fn = make_connect_wrappers(row) if row.kind == "connect" else make_wrappers(row, RUNTIME)
     problems = []
     for class_name, wrapper_fn in ((row.class_name, sync_fn), ("Async" + row.class_name, async_fn)):
         key = f"{row.module}:{class_name}.{row.method_name}"
@@ -115,6 +124,23 @@ def _apply_row(module: ModuleType, row: Target) -> None:
         logger.debug("cmdrdata-autopatch: %s not patched: %s", row.key, _registry.problems[row.key])
     else:
         _registry.problems.pop(row.key, None)
+
+
+def _apply_net(version: str) -> None:
+    """Wrap the SDK client's `request` on its sync and async base classes (the safety net)."""
+    module = sys.modules.get(NET_MODULE)
+    if module is None:  # imported by `import openai` in every release; never imported by us otherwise
+        _registry.problems[NET_MODULE] = "module not imported"
+        return
+    sync_fn, async_fn = make_net_wrappers(RUNTIME, billable_paths(version))
+    for (class_name, method), wrapper_fn in zip(NET_METHODS, (sync_fn, async_fn)):
+        key = f"{NET_MODULE}:{class_name}.{method}"
+        cls = getattr(module, class_name, None)
+        if key in _registry.applied:
+            continue
+        if not isinstance(cls, type) or not _wrap_method(cls, method, wrapper_fn, key):
+            _registry.problems[key] = f"{class_name}.{method} not found"
+            logger.debug("cmdrdata-autopatch: safety net %s not installed", key)
 
 
 def _on_target_module(module: ModuleType) -> None:
@@ -145,11 +171,12 @@ def _on_openai(module: ModuleType) -> None:
                 )
                 return
             if _registry.openai_version is None:
-                configure_openai_types(version)
+                RUNTIME.configure_openai_types(version)
                 _registry.openai_version = version
                 if is_newer_than_verified(version):
                     logger.debug("cmdrdata-autopatch: openai %s is newer than the verified table", version)
             modules = sorted({row.module for row in targets_for(version)})
+            _apply_net(version)
         except Exception as exc:
             report_internal_error("openai import hook", exc)
             return
@@ -162,7 +189,7 @@ def _on_openai(module: ModuleType) -> None:
 
 
 def install(owner: Any = None) -> None:
-    """Wrap the resource classes (idempotent). Events go to `state.recorder` or a client's own recorder.
+    """Wrap the resource classes (idempotent). Events go to `RUNTIME.recorder` or a client's own recorder.
 
     A drop-in client passes itself as `owner`: while it lives, `unpatch()` keeps the wrappers in place
     (its calls still need them) and only turns process-wide tracking off.
@@ -170,7 +197,7 @@ def install(owner: Any = None) -> None:
     with _lock:
         if owner is not None:
             _registry.owners.add(owner)
-            state.dropins = True  # from now on each call checks its client for its own tracker
+            RUNTIME.dropins = True  # from now on each call checks its client for its own tracker
         _registry.active = True
         if not _registry.openai_hooked:
             _registry.openai_hooked = True
@@ -179,85 +206,17 @@ def install(owner: Any = None) -> None:
             _on_openai(sys.modules["openai"])
 
 
-def _make_recorder(exporter: Any, settings: Settings) -> Any:
-    if exporter is not None and not isinstance(exporter, str):
-        if not isinstance(exporter, Recorder):
-            raise TypeError(
-                f"patch(exporter={exporter!r}): expected an exporter name "
-                "('http', 'jsonl', 'console', 'memory', 'none') or an object with a record(event) method"
-            )
-        return exporter
-    name = settings.exporter
-    if name == "memory":
-        return MemoryExporter()
-    if name == "none":
-        return NullExporter()
-    from . import exporter as exporter_module
-
-    return exporter_module.build_exporter(settings)
-
-
-def patch(exporter: Any = None, **settings: Any) -> None:
-    """Track every OpenAI call in this process. Safe to call before or after `import openai`, and twice.
-
-    `exporter` is a name (`http`, `jsonl`, `console`, `memory`, `none`) or any object with `record(event)`.
-    Other keywords (`api_key`, `endpoint`, `customer_id`, `jsonl_path`, `spool_dir`, `queue_size`,
-    `flush_interval`, `exit_timeout`, `stream_usage`, `log_level`) override the `CMDRDATA_*` environment.
-    A bad value raises `ValueError` here, naming the setting and what is allowed.
-    """
-    if isinstance(exporter, str):
-        settings["exporter"] = exporter
-    resolved = load_settings(**settings)
-    if resolved.disabled:
-        logger.info("cmdrdata-autopatch: CMDRDATA_DISABLED is set; not patching")
-        return
-    if resolved.log_level:
-        logger.setLevel(resolved.log_level)
-    if "openai" not in sys.modules and not _registry.at_startup:
-        import importlib.util
-
-        if importlib.util.find_spec("openai") is None:
-            logger.warning(
-                "cmdrdata-autopatch: the openai package is not installed, so there is nothing to track "
-                "yet. Fix: pip install -U 'openai>=1.0.0'"
-            )
+def uninstall() -> bool:
+    """Restore every wrapped method to the exact original object; False (nothing restored) while a
+    drop-in `TrackedOpenAI` client is alive, because its calls still need the wrappers."""
     with _lock:
-        if _registry.active and state.recorder is not None and exporter is None and not settings:
-            return  # already patched with the same (default) configuration
-        recorder = _make_recorder(exporter, resolved)
-        previous = state.recorder
-        state.recorder = recorder
-        state.stream_usage = resolved.stream_usage
-        context.set_default_customer(resolved.customer_id)
-        _registry.settings = resolved
-        _registry.global_on = True
-        install()
-    if previous is not None and previous is not recorder:
-        flush = getattr(previous, "flush", None)
-        if callable(flush):
-            try:
-                flush(resolved.exit_timeout)
-            except Exception as exc:
-                report_internal_error("flush previous exporter", exc)
-
-
-def unpatch() -> None:
-    """Restore every wrapped method to the exact original object. Recorded events are still delivered.
-
-    While a drop-in `TrackedOpenAI` client is alive its calls still need the wrappers: then only
-    process-wide tracking stops (other clients' calls pass straight through, unrecorded).
-    """
-    with _lock:
-        _registry.global_on = False
-        state.recorder = None
-        context.set_default_customer(None)
         if len(_registry.owners):
             import gc
 
             gc.collect()  # drop-in clients that are only waiting for the cycle collector do not count
         if len(_registry.owners):
             logger.debug("cmdrdata-autopatch: unpatch() keeps the wrappers for live drop-in clients")
-            return
+            return False
         _registry.active = False
         for applied in _registry.applied.values():
             current = applied.cls.__dict__.get(applied.name)
@@ -273,21 +232,12 @@ def unpatch() -> None:
                 setattr(applied.cls, applied.name, applied.original)
         _registry.applied.clear()
         _registry.problems.clear()
+        return True
 
 
 def is_patched() -> bool:
-    """True while `patch()` is in force."""
-    return _registry.global_on and state.recorder is not None
-
-
-def get_exporter() -> Any:
-    """The exporter events go to (e.g. the `MemoryExporter` after `patch(exporter="memory")`)."""
-    return state.recorder
-
-
-def current_settings() -> Settings | None:
-    """The settings `patch()` resolved, or None before it."""
-    return _registry.settings
+    """True while process-wide tracking (`patch()`) is in force: the wrappers have a global recorder."""
+    return RUNTIME.recorder is not None
 
 
 def patch_status() -> list[dict[str, Any]]:

@@ -24,7 +24,6 @@ twice; inside one process the repeat is not even recorded.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 import weakref
@@ -33,49 +32,13 @@ from typing import Any, Callable, Optional
 
 from . import context
 from . import realtime_usage as ru
+from .attribution import take_our_kwargs
 from .derived import SessionEvent, derived_event_id, first_time
 from .diagnostics import report_internal_error
+from .resolve import provider_of
+from .runtime import RUNTIME
 
 Wrap = Callable[[type, str, Any, str], bool]  # patching's `_wrap_method(cls, name, wrapper_fn, key)`
-
-
-def _provider_of(client: Any) -> Optional[str]:
-    """`azure` for Azure clients, `openai` for api.openai.com, else the base URL's host."""
-    if client is None:
-        return None
-    if "Azure" in type(client).__name__:
-        return "azure"
-    host = ru.get(ru.get(client, "base_url"), "host")
-    if not isinstance(host, str) or not host:
-        return None
-    if host == "api.openai.com":
-        return "openai"
-    if host.endswith((".openai.azure.com", ".cognitiveservices.azure.com")):
-        return "azure"
-    return host
-
-
-def _legacy_recorder_for(client: Any) -> Any:
-    own = getattr(client, "__dict__", {}).get("_cmdrdata_recorder") if client is not None else None
-    if own is not None:
-        return own
-    return importlib.import_module(f"{__package__}.wrappers").state.recorder
-
-
-_recorder_source: list[Callable[[Any], Any]] = []
-
-
-def _recorder_for(client: Any) -> Any:
-    """Where this session's events go: a drop-in client's own tracker, else the process-wide one. The
-    call path's runtime object answers where it exists (`runtime.RUNTIME.recorder_for`); before it, the
-    wrappers' module state. Looked up on first use, so importing this module imports neither."""
-    if not _recorder_source:
-        try:
-            runtime = importlib.import_module(f"{__package__}.runtime")
-            _recorder_source.append(runtime.RUNTIME.recorder_for)
-        except ImportError:
-            _recorder_source.append(_legacy_recorder_for)
-    return _recorder_source[0](client)
 
 
 class Attribution:
@@ -93,7 +56,7 @@ class Attribution:
             metadata = {**ctx.metadata, **metadata} if metadata else ctx.metadata
         self.metadata: Optional[dict[str, Any]] = metadata
         self.model: Optional[str] = model if isinstance(model, str) and model else None
-        self.provider = _provider_of(client)
+        self.provider = provider_of(client)
         self.track = track
         self.session_id: Optional[str] = session_id if isinstance(session_id, str) and session_id else None
 
@@ -200,7 +163,7 @@ class SessionObserver:
 
     def _emit(self, billing: ru.Billing, since: Optional[float] = None) -> None:
         attribution = self.attribution
-        recorder = _recorder_for(attribution.client)
+        recorder = RUNTIME.recorder_for(attribution.client)
         if recorder is None:
             return
         derived = None
@@ -255,21 +218,9 @@ _protocols: dict[type, str] = {}  # hooked connection / manager class -> "realti
 _map_lock = threading.Lock()
 
 
-def _take_our_kwargs(kwargs: dict[str, Any]) -> tuple[Any, Any, bool]:
-    """Pop and validate our keywords (a bad value raises ValueError before any connection is made)."""
-    customer_id = kwargs.pop("customer_id", None)
-    metadata = kwargs.pop("cmdrdata_metadata", None)
-    track = kwargs.pop("track_usage", True) is not False
-    if customer_id is not None:
-        context.validate_customer_id(customer_id)
-    if metadata is not None:
-        metadata = context.snapshot_metadata(metadata, "cmdrdata_metadata")
-    return customer_id, metadata, track
-
-
 def _connect_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """`connect(...)`: our keywords off, the attribution snapshotted now, the manager returned as is."""
-    customer_id, metadata, track = _take_our_kwargs(kwargs)
+    customer_id, metadata, track = take_our_kwargs(kwargs)
     manager = wrapped(*args, **kwargs)
     try:
         client = getattr(instance, "_client", None)

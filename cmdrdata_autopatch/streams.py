@@ -7,21 +7,29 @@ through `__getattr__`, so the proxy implements the whole protocol itself: `__ite
 bind the unobserved original), `close`, and the async `__aiter__`/`__anext__`/`__aenter__`/`__aexit__`/
 `close`/`aclose`.
 
-The event is emitted once, by whichever comes first: exhaustion, an exception mid-stream, early `break`
-(the iterator generator is closed), `close()`, `__exit__`, or garbage collection of the proxy. Per item the
-proxy does the least it can (note the first item's time, keep a reference, look for usage); all parsing and
-estimating happens in the exporter's background thread.
+Like the SDK's own streams, the proxy is its own iterator: `__iter__` / `__aiter__` return the proxy, and
+every item comes from the one underlying iterator. So iteration can be left and re-entered any number of
+times (litellm runs `async for chunk in stream: ...; return chunk` on each of its own `__anext__`), and the
+event is emitted once, by whichever comes first: exhaustion, an exception mid-stream, `close()`, `__exit__`,
+or garbage collection (of the proxy and of its one generator, which a `for` loop may still hold after the
+proxy is gone, as in `[c for c in client.chat.completions.create(..., stream=True)]`). Leaving a `for`
+loop early is not an end: the stream is still open and may be read on; it is billed when it is closed or
+dropped.
 
-When we injected `stream_options={"include_usage": True}` (the caller did not ask for it), the extra
-usage-only chunk it causes (`choices == []`) is read for its usage and hidden from the caller, so code that
-does `chunk.choices[0]` keeps working.
+Per item the proxy does the least it can: note the first item's time, the model the first chunk names
+(Azure's first chunk names none: the next one is asked), count content items for the estimate, and copy
+the usage the moment a chunk carries it (a plain-dict snapshot, so the app can do what it likes with the
+chunk). When we injected `stream_options={"include_usage": True}` (the caller did not ask for it), the
+extra usage-only chunk it causes (`choices == []`) is read and hidden from the caller, so code that does
+`chunk.choices[0]` keeps working.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 import wrapt
@@ -38,77 +46,88 @@ else:
 
 from .diagnostics import report_internal_error
 from .events import UsageEvent
+from .resolve import model_of, set_usage
+from .usage import copy_usage
 
 _RESPONSE_DONE = frozenset(("response.completed", "response.incomplete", "response.failed"))
 _TEXT_DELTAS = frozenset(("response.output_text.delta", "transcript.text.delta"))
-_STREAM_USAGE_DONE = frozenset(("image_generation.completed", "image_edit.completed", "transcript.text.done"))
 
 
 class StreamCapture:
-    """What one stream has shown so far, and the once-only emission of its event."""
+    """What one stream has shown so far (copies, not the chunks), and the once-only emission of its event."""
 
     __slots__ = (
-        "api",
+        "chunks",
         "content_items",
         "done",
         "event",
         "first_at",
         "hide_usage_chunk",
-        "http_response",
-        "last",
+        "kwargs",
+        "model",
         "once",
         "sink",
         "start_perf",
-        "typed_events",
-        "usage_holder",
+        "stream_kind",
+        "tier",
+        "usage",
+        "usage_kind",
     )
 
     def __init__(
         self,
         event: UsageEvent,
+        kinds: tuple[str, str],
+        kwargs: dict[str, Any],
         start_perf: float,
         sink: Callable[[UsageEvent], Any],
         hide_usage_chunk: bool,
-        http_response: Any,
     ) -> None:
         self.event = event
-        self.api = event.api
+        self.usage_kind, self.stream_kind = kinds
         # chat/completions chunks carry `usage`; other streams are typed events (`type` names the event)
-        self.typed_events = event.api not in ("chat.completions", "completions")
+        self.chunks = self.stream_kind in ("chat", "text")
+        self.kwargs: dict[str, Any] | None = kwargs  # the request, for the estimate; dropped at the end
         self.start_perf = start_perf
         self.sink = sink
         self.hide_usage_chunk = hide_usage_chunk
-        self.http_response = http_response
         # Items that carry generated text: the output estimate when a stream reports no usage. OpenAI
-        # streams one token per content chunk / text delta, so the count is the estimate; keeping a
-        # number instead of the chunks themselves keeps them out of the GC's older generations.
+        # streams one token per content chunk / text delta, so the count is the estimate.
         self.content_items = 0
         self.first_at: float | None = None
-        self.usage_holder: Any = None
-        self.last: Any = None
+        self.model: str | None = None
+        self.tier: str | None = None
+        self.usage: dict[str, Any] | None = None
         self.done = False
         self.once = threading.Lock()
+
+    def _names(self, item: Any) -> None:
+        self.model = model_of(item)
+        if self.model is not None:
+            tier = getattr(item, "service_tier", None)
+            self.tier = tier if type(tier) is str else None
 
     def observe(self, item: Any) -> bool:
         """Note one item; return True when the caller must not see it (our injected usage chunk)."""
         if self.first_at is None:
             self.first_at = time.perf_counter()
-        self.last = item
         try:
+            if self.model is None:
+                self._names(item)
             usage = getattr(item, "usage", None)
             if usage is not None:
-                self.usage_holder = item
+                self.usage = copy_usage(usage)
                 return self.hide_usage_chunk and not getattr(item, "choices", None)
-            if not self.typed_events:
+            if self.chunks:
                 self.content_items += 1
                 return False
             kind = getattr(item, "type", None)
             if kind in _TEXT_DELTAS:
                 self.content_items += 1
             elif kind in _RESPONSE_DONE:
-                self.usage_holder = getattr(item, "response", None)
-            elif kind in _STREAM_USAGE_DONE:
-                self.usage_holder = item
+                response = getattr(item, "response", None)
+                self.usage = copy_usage(getattr(response, "usage", None))
+                self._names(response)  # the final response's model and tier win
         except Exception as exc:
             report_internal_error("stream observe", exc)
         return False
@@ -120,26 +139,62 @@ class StreamCapture:
         try:
             self.done = True
             event = self.event
-            now = time.perf_counter()
-            event.latency_s = now - self.start_perf
+            event.latency_s = time.perf_counter() - self.start_perf
             if self.first_at is not None:
                 event.time_to_first_token_ms = round((self.first_at - self.start_perf) * 1000.0, 3)
-            holder = self.usage_holder
-            event.raw_result = holder
-            if holder is None and self.last is not None:
-                model = getattr(self.last, "model", None)
-                if isinstance(model, str) and event.model is None:
-                    event.model = model
+            if self.model is not None:
+                event.model = self.model
+            if self.tier is not None:
+                event.service_tier = self.tier
             items = self.content_items
-            if not self.typed_events and items:
+            if self.stream_kind == "chat" and items:
                 # chat: the first chunk carries only the role, the last (when read) only finish_reason
-                items = max(items - 1 - (1 if complete and self.api == "chat.completions" else 0), 0)
-            event.raw_extra = {"stream_tokens": items, "headers_from": self.http_response}
+                items = max(items - 1 - (1 if complete else 0), 0)
+            if error is None or self.usage is not None:  # a failed stream bills only reported usage
+                set_usage(event, self.usage, self.usage_kind, self.kwargs or {}, None, items)
+            self.kwargs = None
             if error is not None:
                 event.set_error(error)
             self.sink(event)
         except Exception as exc:
             report_internal_error("stream finish", exc)
+
+
+def _items(source: Iterator[Any], capture: StreamCapture) -> Iterator[Any]:
+    """The items the caller sees. A module function, not a method: the generator must not refer to the
+    proxy, or proxy and generator would form a cycle and the proxy would outlive its last reference."""
+    observe = capture.observe
+    try:
+        for item in source:
+            if not observe(item):
+                yield item
+    except GeneratorExit:  # the proxy was dropped or closed: `finally` bills what was seen
+        raise
+    except BaseException as exc:
+        capture.finish(exc)
+        raise
+    else:
+        capture.finish(complete=True)
+    finally:
+        capture.finish()
+
+
+async def _aitems(source: AsyncIterator[Any], capture: StreamCapture) -> AsyncIterator[Any]:
+    """The async twin of `_items`."""
+    observe = capture.observe
+    try:
+        async for item in source:
+            if not observe(item):
+                yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        capture.finish(exc)
+        raise
+    else:
+        capture.finish(complete=True)
+    finally:
+        capture.finish()
 
 
 def _enter_of(wrapped: Any, name: str) -> Callable[..., Any]:
@@ -157,38 +212,16 @@ class StreamProxy(_Proxy):
         super().__init__(wrapped)
         self._self_capture = capture
         source = getattr(wrapped, "_iterator", None)
-        self._self_source = source if source is not None else iter(wrapped)
+        self._self_items = _items(source if source is not None else iter(wrapped), capture)
+        # the stream ends, at the latest, with its generator: when neither the proxy nor a loop holds it
+        weakref.finalize(self._self_items, capture.finish)
 
     def __iter__(self) -> Iterator[Any]:
-        capture = self._self_capture
-        observe = capture.observe
-        try:
-            for item in self._self_source:
-                if observe(item):
-                    continue
-                yield item
-            capture.finish(complete=True)
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            capture.finish(exc)
-            raise
-        finally:
-            capture.finish()
+        # the one generator of this proxy, every time: leaving a loop and starting another continues it
+        return self._self_items
 
     def __next__(self) -> Any:
-        capture = self._self_capture
-        while True:
-            try:
-                item = next(self._self_source)
-            except StopIteration:
-                capture.finish(complete=True)
-                raise
-            except BaseException as exc:
-                capture.finish(exc)
-                raise
-            if not capture.observe(item):
-                return item
+        return next(self._self_items)
 
     def __enter__(self) -> StreamProxy:
         _enter_of(self.__wrapped__, "__enter__")(self.__wrapped__)
@@ -206,12 +239,6 @@ class StreamProxy(_Proxy):
         finally:
             self._self_capture.finish()
 
-    def __del__(self) -> None:
-        try:
-            self._self_capture.finish()
-        except Exception:
-            pass
-
 
 class AsyncStreamProxy(_Proxy):
     """An async `openai.AsyncStream` that bills itself once."""
@@ -220,41 +247,15 @@ class AsyncStreamProxy(_Proxy):
         super().__init__(wrapped)
         self._self_capture = capture
         source = getattr(wrapped, "_iterator", None)
-        self._self_source = source if source is not None else wrapped.__aiter__()
-
-    async def _items(self) -> AsyncIterator[Any]:
-        capture = self._self_capture
-        observe = capture.observe
-        try:
-            async for item in self._self_source:
-                if observe(item):
-                    continue
-                yield item
-            capture.finish(complete=True)
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            capture.finish(exc)
-            raise
-        finally:
-            capture.finish()
+        self._self_items = _aitems(source if source is not None else wrapped.__aiter__(), capture)
+        weakref.finalize(self._self_items, capture.finish)
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._items()
+        # one generator: litellm re-enters `async for` on every one of its own __anext__
+        return self._self_items
 
-    async def __anext__(self) -> Any:
-        capture = self._self_capture
-        while True:
-            try:
-                item = await self._self_source.__anext__()
-            except StopAsyncIteration:
-                capture.finish(complete=True)
-                raise
-            except BaseException as exc:
-                capture.finish(exc)
-                raise
-            if not capture.observe(item):
-                return item
+    def __anext__(self) -> Awaitable[Any]:
+        return self._self_items.__anext__()
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await _enter_of(self.__wrapped__, "__aenter__")(self.__wrapped__)
@@ -278,9 +279,3 @@ class AsyncStreamProxy(_Proxy):
             return await method()
         finally:
             self._self_capture.finish()
-
-    def __del__(self) -> None:
-        try:
-            self._self_capture.finish()
-        except Exception:
-            pass

@@ -11,7 +11,11 @@ One call is billed once. The `.stream()` helpers reach the server through `creat
 beta `parse` calls `create` as well; the wrappers' nesting guard bills the outer call, so that row keeps
 its full range.
 
-Adding an endpoint is adding a row. `patching.py` never names an endpoint itself.
+Each row also says, as keyword fields, what the call path needs to know about the API it bills:
+`path` (the request path the SDK posts to, so the safety net below the resource methods can tell which
+requests bill what), `usage_kind` (how usage is read and, when OpenAI reports none, estimated) and
+`stream_kind` (what a stream of this API carries). Adding an endpoint is adding a row: `patching.py`,
+`usage.py` and `streams.py` never name an endpoint themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ class Target:
     # the method reaches the server through another row (the `.stream()` helpers call `create`): it is
     # wrapped only to take our keywords off and hand the attribution down, never to record
     delegates: bool = False
+    # the request path this method posts to (matched as a suffix: Azure prefixes deployments); None when
+    # the method never reaches the server itself
+    path: Optional[str] = None
+    # how usage is read / estimated: "chat" (messages in, choices out), "text" (prompt / input /
+    # instructions in, text out), "embeddings", "speech" (characters), "images" (count), "audio" (seconds)
+    usage_kind: str = "text"
+    # what a stream carries: "chat" (chunks with `usage`; the role and finish chunks hold no content),
+    # "text" (chunks with `usage`, each one content), "events" (typed events; usage on the final one)
+    stream_kind: str = "events"
     # "connect": a WebSocket session (`connect()` returns a connection manager); sessions.py observes the
     # server events its connection parses instead of a call's result
     kind: str = "call"
@@ -69,34 +82,99 @@ class Target:
 
 R = "openai.resources."
 
+C = "chat.completions"
+
 TARGETS: tuple[Target, ...] = (
-    Target(R + "chat.completions", "Completions.create", "chat.completions", "1.0.0", None, True),
-    Target(R + "chat.completions.completions", "Completions.parse", "chat.completions", "1.92.0"),
-    Target(R + "beta.chat.completions", "Completions.parse", "chat.completions", "1.40.0", "1.91.0"),
     Target(
-        R + "chat.completions.completions", "Completions.stream", "chat.completions", "1.92.0", delegates=True
+        R + "chat.completions",
+        "Completions.create",
+        C,
+        "1.0.0",
+        inject_stream_usage=True,
+        path="/chat/completions",
+        usage_kind="chat",
+        stream_kind="chat",
+    ),
+    Target(
+        R + "chat.completions.completions",
+        "Completions.parse",
+        C,
+        "1.92.0",
+        path="/chat/completions",
+        usage_kind="chat",
+        stream_kind="chat",
     ),
     Target(
         R + "beta.chat.completions",
-        "Completions.stream",
-        "chat.completions",
+        "Completions.parse",
+        C,
         "1.40.0",
         "1.91.0",
-        delegates=True,
+        path="/chat/completions",
+        usage_kind="chat",
+        stream_kind="chat",
     ),
-    Target(R + "completions", "Completions.create", "completions", "1.0.0", None, True),
-    Target(R + "edits", "Edits.create", "edits", "1.0.0", "1.7.1"),
-    Target(R + "embeddings", "Embeddings.create", "embeddings", "1.0.0"),
-    Target(R + "responses.responses", "Responses.create", "responses", "1.66.0"),
-    Target(R + "responses.responses", "Responses.parse", "responses", "1.66.0"),
+    Target(R + "chat.completions.completions", "Completions.stream", C, "1.92.0", delegates=True),
+    Target(R + "beta.chat.completions", "Completions.stream", C, "1.40.0", "1.91.0", delegates=True),
+    Target(
+        R + "completions",
+        "Completions.create",
+        "completions",
+        "1.0.0",
+        inject_stream_usage=True,
+        path="/completions",
+        usage_kind="text",
+        stream_kind="text",
+    ),
+    Target(R + "edits", "Edits.create", "edits", "1.0.0", "1.7.1", path="/edits", usage_kind="text"),
+    Target(
+        R + "embeddings",
+        "Embeddings.create",
+        "embeddings",
+        "1.0.0",
+        path="/embeddings",
+        usage_kind="embeddings",
+    ),
+    Target(R + "responses.responses", "Responses.create", "responses", "1.66.0", path="/responses"),
+    Target(R + "responses.responses", "Responses.parse", "responses", "1.66.0", path="/responses"),
     Target(R + "responses.responses", "Responses.stream", "responses", "1.66.0", delegates=True),
-    Target(R + "beta.responses.responses", "Responses.create", "responses", "2.45.0"),
-    Target(R + "images", "Images.generate", "images", "1.0.0"),
-    Target(R + "images", "Images.edit", "images", "1.0.0"),
-    Target(R + "images", "Images.create_variation", "images", "1.0.0"),
-    Target(R + "audio.transcriptions", "Transcriptions.create", "audio.transcriptions", "1.0.0"),
-    Target(R + "audio.translations", "Translations.create", "audio.translations", "1.0.0"),
-    Target(R + "audio.speech", "Speech.create", "audio.speech", "1.1.0"),
+    Target(R + "beta.responses.responses", "Responses.create", "responses", "2.45.0", path="/responses"),
+    Target(
+        R + "images", "Images.generate", "images", "1.0.0", path="/images/generations", usage_kind="images"
+    ),
+    Target(R + "images", "Images.edit", "images", "1.0.0", path="/images/edits", usage_kind="images"),
+    Target(
+        R + "images",
+        "Images.create_variation",
+        "images",
+        "1.0.0",
+        path="/images/variations",
+        usage_kind="images",
+    ),
+    Target(
+        R + "audio.transcriptions",
+        "Transcriptions.create",
+        "audio.transcriptions",
+        "1.0.0",
+        path="/audio/transcriptions",
+        usage_kind="audio",
+    ),
+    Target(
+        R + "audio.translations",
+        "Translations.create",
+        "audio.translations",
+        "1.0.0",
+        path="/audio/translations",
+        usage_kind="audio",
+    ),
+    Target(
+        R + "audio.speech",
+        "Speech.create",
+        "audio.speech",
+        "1.1.0",
+        path="/audio/speech",
+        usage_kind="speech",
+    ),
     # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
     Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),
     Target(R + "realtime.realtime", "Realtime.connect", "realtime", "1.103.0", kind="connect"),
@@ -106,6 +184,11 @@ TARGETS: tuple[Target, ...] = (
     Target(R + "live.sideband", "Sideband.connect", "live", "3.12.0", kind="connect"),
     Target(R + "live.forks", "Forks.connect", "live", "3.12.0", kind="connect"),
 )
+
+# The safety net (`net.py`): the SDK client's own request method, below every resource method. Present, with
+# `options` as its second argument, in every release from 1.0.0 to 3.57.0.
+NET_MODULE = "openai._base_client"
+NET_METHODS = (("SyncAPIClient", "request"), ("AsyncAPIClient", "request"))
 
 _NUM = re.compile(r"\d+")
 
@@ -121,6 +204,16 @@ def targets_for(version: str) -> list[Target]:
     """The rows whose range covers `version`. On a release newer than `VERIFIED_UP_TO`, rows still open
     (`last=None`) apply: they are tried, and any that does not resolve is skipped and reported."""
     return [t for t in TARGETS if t.covers(version)]
+
+
+def billable_paths(version: str) -> tuple[tuple[str, Target], ...]:
+    """(path, row) for every row of `version` that reaches the server itself, longest path first (so
+    `/images/edits` is never taken for `/edits`, nor `/chat/completions` for `/completions`)."""
+    seen: dict[str, Target] = {}
+    for row in targets_for(version):
+        if row.path is not None and not row.delegates:
+            seen.setdefault(row.path, row)
+    return tuple(sorted(seen.items(), key=lambda item: -len(item[0])))
 
 
 def is_newer_than_verified(version: str) -> bool:

@@ -1,9 +1,17 @@
-"""Pure usage extraction: an OpenAI result (or what a stream left behind) -> normalized `Usage`.
+"""Pure usage extraction: what OpenAI reported (or what a call showed) -> normalized `Usage`.
 
-Tolerant by construction: every read works on attributes and on dict keys (older SDKs hand newer fields
-back as plain dicts), accepts every field-name variant across releases and endpoints (`prompt_tokens` vs
-`input_tokens`, `prompt_tokens_details` vs `input_tokens_details` vs `input_token_details`, transcription
-`seconds` vs `duration`), and treats anything that is not a sane non-negative integer as absent.
+Two steps. The first runs on the caller's thread at the moment the SDK hands the result over, so nothing
+the application does to the response afterwards (instructor adds running totals into `response.usage`
+during retries) changes what is billed, and no response object is kept alive for the exporter:
+
+1. `copy_usage(usage)`: a copy of the usage object made of plain dicts, read straight from the pydantic
+   model's `__dict__` (plus the extra fields the installed SDK did not know), nested details included.
+   A few C-level dict copies: far cheaper than `model_dump()` or reading the fields one by one.
+2. `normalize(copy)`: the billed integers, tolerant of every field-name variant across releases and
+   endpoints (`prompt_tokens` vs `input_tokens`, `prompt_tokens_details` vs `input_tokens_details` vs
+   `input_token_details`, transcription `seconds` vs `duration`); anything that is not a sane
+   non-negative integer counts as absent. It works on our own copy, so it may run later (when the event
+   is first serialized) without any risk of reading what the application changed.
 
 `usage_source` says how much to trust the numbers:
 - `reported`: read from the usage object OpenAI returned.
@@ -11,23 +19,24 @@ back as plain dicts), accepts every field-name variant across releases and endpo
   ceil(characters / 4) of the text sent, plus 4 tokens of framing per chat message (the rule of thumb
   OpenAI documents for English text); output tokens as ceil(characters / 4) of a response's text, or,
   for a stream, as the number of content chunks / text deltas it showed (OpenAI streams one token per
-  chunk). Speech input is counted in characters (`units.characters`, which is how text-to-speech is
-  billed); images are counted (`units.images`); audio length comes from the
-  response's `duration` where the response format carries it (`units.audio_seconds`).
+  chunk). Speech input is counted in characters (`units.characters`, how text-to-speech is billed);
+  images are counted (`units.images`); audio length comes from the response's `duration` where the
+  response format carries it (`units.audio_seconds`).
 - `none`: nothing could be measured or estimated. Token fields are then 0 and must not be read as
   "this call was free".
 
-Nothing here imports `openai`, `httpx` or `httpx2`; this module runs in the exporter's background thread.
+Which rule applies is the table row's `usage_kind` ("chat", "text", "embeddings", "speech", "images",
+"audio"); nothing here names an API. Nothing here imports `openai`, `httpx`, `httpx2` or our events.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-from .events import UsageEvent
-
 MAX_SANE_TOKENS = 1 << 40  # anything larger is garbage, not usage
+_MAX_DEPTH = 5
+_PLAIN = (int, str, bool)
+_SCALARS = frozenset((int, str, bool, float, type(None)))
 
 
 class Usage(NamedTuple):
@@ -43,6 +52,9 @@ class Usage(NamedTuple):
     units: dict[str, Any] | None = None
 
 
+NO_USAGE = Usage()
+
+
 def get(obj: Any, name: str) -> Any:
     """`obj.name` or `obj[name]`, or None; never raises."""
     if obj is None:
@@ -55,20 +67,128 @@ def get(obj: Any, name: str) -> Any:
         return None
 
 
+def _plain(value: Any, depth: int) -> Any:
+    """A JSON-safe copy of one value of a usage object (None when it holds nothing usable)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if depth >= _MAX_DEPTH:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    return clean(value, depth + 1)
+
+
+def copy_usage(obj: Any, depth: int = 0) -> dict[str, Any] | None:
+    """A copy of a usage object made of dicts (values as they are: `clean` makes them JSON-safe later).
+
+    The details objects inside are copied too (and dicts and lists, recursively), so every billed number
+    is the one OpenAI reported whatever the application does to the response afterwards. On the hot path
+    the common shape (a model whose details are models of integers) costs three C-level dict copies.
+    """
+    source = getattr(obj, "__dict__", None)
+    if type(source) is dict:  # a model (the common case): its fields, plus those the SDK did not know
+        out: dict[str, Any] = source.copy()
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if extra:
+            out.update(extra)
+    elif isinstance(obj, dict):
+        out = dict(obj)
+    else:
+        return None
+    for key, value in out.items():
+        if value is None or type(value) is int or type(value) in _SCALARS:
+            continue
+        source = getattr(value, "__dict__", None)
+        if type(source) is not dict or depth:
+            out[key] = _copy_nested(value, depth + 1)
+            continue
+        inner = source.copy()  # a details model, inline: its values are integers in every usage type
+        extra = getattr(value, "__pydantic_extra__", None)  # of the patched APIs (a third level, as in
+        if extra:  # realtime's cached_tokens_details, is left to `clean`, which copies it when sending)
+            inner.update(extra)
+        out[key] = inner
+    return out
+
+
+def _own_dict(obj: Any) -> dict[str, Any] | None:
+    """A new dict of an object's fields (a pydantic model's `__dict__` plus its extras, or a dict)."""
+    source = getattr(obj, "__dict__", None)
+    if type(source) is dict:
+        out: dict[str, Any] = source.copy()
+        extra = getattr(obj, "__pydantic_extra__", None)  # fields newer than the installed SDK
+        if extra:
+            out.update(extra)
+        return out
+    return dict(obj) if isinstance(obj, dict) else None
+
+
+def _copy_nested(value: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [v if type(v) in _SCALARS else _copy_nested(v, depth + 1) for v in value]
+    return copy_usage(value, depth)
+
+
+_TOKEN_KEYS = ("prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens")
+
+
+def usable(details: dict[str, Any] | None) -> bool:
+    """True when a usage copy carries a number `numbers` will bill (cheap: the hot path asks it)."""
+    if not details:
+        return False
+    get_ = details.get
+    for key in _TOKEN_KEYS:
+        value = get_(key)
+        if type(value) is int:
+            if 0 <= value < MAX_SANE_TOKENS:
+                return True
+        elif value is not None and _count(value) is not None:
+            return True
+    return _seconds(get_("seconds")) is not None or _seconds(get_("duration")) is not None
+
+
+def clean(obj: Any, depth: int = 0) -> dict[str, Any] | None:
+    """A JSON-safe plain dict of a usage object or copy (`None`s, private keys and NaN dropped)."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        source: Any = obj
+    else:
+        source = getattr(obj, "__dict__", None)
+        if not isinstance(source, dict):
+            return None
+        extra = getattr(obj, "__pydantic_extra__", None)  # fields newer than the installed SDK
+        if extra:
+            source = {**source, **extra}
+    out: dict[str, Any] = {}
+    for key, value in source.items():
+        if value is None or type(key) is not str or key[:1] == "_":
+            continue
+        if type(value) in _PLAIN:
+            out[key] = value
+        else:
+            value = _plain(value, depth)
+            if value is not None:
+                out[key] = value
+    return out
+
+
 def _count(value: Any) -> int | None:
     """A token count if `value` is a sane non-negative integer (or an integral float), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if type(value) is int:
         return value if 0 <= value < MAX_SANE_TOKENS else None
     if isinstance(value, float) and value.is_integer() and 0 <= value < MAX_SANE_TOKENS:
         return int(value)
     return None
 
 
-def _first_count(obj: Any, *names: str) -> int | None:
+def _first_count(obj: dict[str, Any], *names: str) -> int | None:
     for name in names:
-        value = _count(get(obj, name))
+        value = _count(obj.get(name))
         if value is not None:
             return value
     return None
@@ -82,61 +202,41 @@ def _seconds(value: Any) -> float | None:
     return float(value)
 
 
-def to_plain(obj: Any, depth: int = 0) -> Any:
-    """A JSON-friendly copy of a usage object (pydantic v1/v2 model, dict, list, scalar)."""
-    if depth > 8:
-        return None
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        if isinstance(obj, float) and (obj != obj or obj in (math.inf, -math.inf)):
-            return None
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v, depth + 1) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v, depth + 1) for v in obj]
-    for dump in ("model_dump", "dict"):  # pydantic v2, then v1
-        method = getattr(obj, dump, None)
-        if callable(method):
-            try:
-                if dump == "model_dump":
-                    try:  # a malformed payload must not make pydantic print warnings in the user's app
-                        dumped = method(exclude_none=True, warnings=False)
-                    except TypeError:
-                        dumped = method(exclude_none=True)
-                else:
-                    dumped = method()
-                if isinstance(dumped, dict):
-                    return to_plain(dumped, depth + 1)
-            except Exception:
-                pass
-    try:
-        attrs = vars(obj)
-    except TypeError:
-        return str(obj)
-    return {k: to_plain(v, depth + 1) for k, v in attrs.items() if not k.startswith("_")}
+def _sub(details: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        value = details.get(name)
+        if value:
+            return value if isinstance(value, dict) else {}
+    return {}
 
 
 def normalize(usage: Any) -> Usage | None:
-    """Normalize any usage object OpenAI returns; None when it carries no usable number."""
-    if usage is None or isinstance(usage, (bool, int, float, str, bytes)):
+    """The billed numbers of a usage object (copied first); None when it carries no usable number."""
+    return numbers(copy_usage(usage))
+
+
+def numbers(details: dict[str, Any] | None) -> Usage | None:
+    """The billed numbers of a usage copy (`copy_usage`); `details` is kept as is (`clean` it to send)."""
+    if not details:
         return None
-    details = to_plain(usage)
-    if not isinstance(details, dict):
-        details = None
-    inp = _first_count(usage, "prompt_tokens", "input_tokens")
-    out = _first_count(usage, "completion_tokens", "output_tokens")
-    total = _first_count(usage, "total_tokens")
-    in_details = get(usage, "prompt_tokens_details") or get(usage, "input_tokens_details")
-    in_details = in_details or get(usage, "input_token_details")
-    out_details = get(usage, "completion_tokens_details") or get(usage, "output_tokens_details")
-    out_details = out_details or get(usage, "output_token_details")
-    cached = _first_count(in_details, "cached_tokens")
-    reasoning = _first_count(out_details, "reasoning_tokens")
+    inp = _first_count(details, "prompt_tokens", "input_tokens")
+    out = _first_count(details, "completion_tokens", "output_tokens")
+    total = _first_count(details, "total_tokens")
+    cached = _count(
+        _sub(details, "prompt_tokens_details", "input_tokens_details", "input_token_details").get(
+            "cached_tokens"
+        )
+    )
+    reasoning = _count(
+        _sub(details, "completion_tokens_details", "output_tokens_details", "output_token_details").get(
+            "reasoning_tokens"
+        )
+    )
     units: dict[str, Any] | None = None
-    if get(usage, "type") == "duration" or (inp is None and out is None):
-        secs = _seconds(get(usage, "seconds"))
+    if details.get("type") == "duration" or (inp is None and out is None):
+        secs = _seconds(details.get("seconds"))
         if secs is None:
-            secs = _seconds(get(usage, "duration"))  # the field's name in openai 1.91.0-1.94.0
+            secs = _seconds(details.get("duration"))  # the field's name in openai 1.91.0-1.94.0
         if secs is not None:
             units = {"audio_seconds": secs}
     if inp is None and out is None and total is None and units is None:
@@ -184,23 +284,23 @@ def _token_list_len(value: Any) -> int | None:
     return None
 
 
-def estimate_input_tokens(api: str, kwargs: dict[str, Any]) -> int:
-    """Estimate prompt tokens from the request keywords."""
-    if api == "chat.completions":
+def estimate_input_tokens(usage_kind: str, kwargs: dict[str, Any]) -> int:
+    """Estimate prompt tokens from the request keywords (or the request body)."""
+    if usage_kind == "chat":
         messages = kwargs.get("messages")
         if isinstance(messages, (list, tuple)):
             return sum(4 + estimate_tokens(_text_chars(get(m, "content"))) for m in messages)
         return 0
     for key in ("input", "prompt", "instructions"):
-        value = kwargs.get(key)
-        exact = _token_list_len(value)
+        exact = _token_list_len(kwargs.get(key))
         if exact is not None:
             return exact
     chars = sum(_text_chars(kwargs.get(key)) for key in ("input", "prompt", "instructions"))
     return estimate_tokens(chars)
 
 
-def _output_chars_from_result(result: Any) -> int:
+def output_chars(result: Any) -> int:
+    """Characters of generated text in a (non-streamed) result."""
     chars = 0
     choices = get(result, "choices")
     if isinstance(choices, (list, tuple)):
@@ -213,140 +313,55 @@ def _output_chars_from_result(result: Any) -> int:
     return chars
 
 
-TEXT_APIS = ("chat.completions", "completions", "responses", "edits")
-
-
-def estimate(api: str, kwargs: dict[str, Any], result: Any, stream_tokens: int | None = None) -> Usage:
+def estimate(usage_kind: str, kwargs: dict[str, Any], result: Any, stream_tokens: int | None = None) -> Usage:
     """The best estimate for a call that reported no usage (see the module docstring for the method)."""
-    if api in TEXT_APIS:
-        inp = estimate_input_tokens(api, kwargs)
+    if usage_kind in ("chat", "text"):
+        inp = estimate_input_tokens(usage_kind, kwargs)
         out = stream_tokens or 0
         if result is not None:
-            out += estimate_tokens(_output_chars_from_result(result))
+            out += estimate_tokens(output_chars(result))
         if inp == 0 and out == 0:
-            return Usage()
+            return NO_USAGE
         return Usage(inp, out, inp + out, source="estimated")
-    if api == "embeddings":
-        inp = estimate_input_tokens(api, kwargs)
-        return Usage(inp, 0, inp, source="estimated") if inp else Usage()
-    if api == "audio.speech":
+    if usage_kind == "embeddings":
+        inp = estimate_input_tokens(usage_kind, kwargs)
+        return Usage(inp, 0, inp, source="estimated") if inp else NO_USAGE
+    if usage_kind == "speech":
         text = kwargs.get("input")
         if isinstance(text, str):
             inp = estimate_tokens(len(text))
             return Usage(inp, 0, inp, source="estimated", units={"characters": len(text)})
-        return Usage()
-    if api == "images":
+        return NO_USAGE
+    if usage_kind == "images":
         data = get(result, "data")
         if isinstance(data, (list, tuple)):
             return Usage(source="estimated", units={"images": len(data)})
-        return Usage()
-    if api in ("audio.transcriptions", "audio.translations"):
+        return NO_USAGE
+    if usage_kind == "audio":
         seconds = _seconds(get(result, "duration"))
         if seconds is not None:
             return Usage(source="estimated", units={"audio_seconds": seconds})
-    return Usage()
+    return NO_USAGE
 
 
-def extract(api: str, kwargs: dict[str, Any], result: Any, stream_tokens: int | None = None) -> Usage:
-    """Usage for one call: reported where OpenAI gave it, otherwise the estimate."""
+def extract(usage_kind: str, kwargs: dict[str, Any], result: Any, stream_tokens: int | None = None) -> Usage:
+    """Usage for one call from its result: reported where OpenAI gave it, otherwise the estimate."""
     usage = normalize(get(result, "usage")) if result is not None else None
+    return finish(usage, usage_kind, kwargs, result, stream_tokens)
+
+
+def finish(
+    usage: Usage | None,
+    usage_kind: str,
+    kwargs: dict[str, Any],
+    result: Any,
+    stream_tokens: int | None = None,
+) -> Usage:
+    """Reported usage completed with what the kind bills besides tokens, or the estimate when none."""
     if usage is None:
-        return estimate(api, kwargs, result, stream_tokens)
-    if api == "images":
+        return estimate(usage_kind, kwargs, result, stream_tokens)
+    if usage_kind == "images":
         data = get(result, "data")
         if isinstance(data, (list, tuple)):
             usage = usage._replace(units={**(usage.units or {}), "images": len(data)})
     return usage
-
-
-# --- the resolver the wrappers attach to every event -----------------------------------------------
-
-
-def provider_of(client: Any) -> str | None:
-    """`azure` for Azure clients, `openai` for api.openai.com, else the base URL's host."""
-    if client is None:
-        return None
-    if "Azure" in type(client).__name__:
-        return "azure"
-    host = get(get(client, "base_url"), "host")
-    if not isinstance(host, str) or not host:
-        return None
-    if host == "api.openai.com":
-        return "openai"
-    if host.endswith(".openai.azure.com") or host.endswith(".cognitiveservices.azure.com"):
-        return "azure"
-    return host
-
-
-_provider_cache: dict[int, tuple[Any, str | None]] = {}
-
-
-def cached_provider_of(client: Any) -> str | None:
-    """`provider_of`, remembered per base-URL object (the streaming hot path asks on every call; the SDK
-    makes a new URL object whenever `base_url` is set, so a changed URL is never served stale)."""
-    url = getattr(client, "_base_url", None)
-    if url is None:
-        return provider_of(client)
-    hit = _provider_cache.get(id(url))
-    if hit is not None and hit[0] is url:
-        return hit[1]
-    provider = provider_of(client)
-    if len(_provider_cache) >= 256:
-        _provider_cache.clear()
-    _provider_cache[id(url)] = (url, provider)
-    return provider
-
-
-def _request_id(result: Any, extra: Any) -> str | None:
-    rid = get(result, "_request_id")
-    if isinstance(rid, str):
-        return rid
-    holder = get(extra, "headers_from")
-    headers = get(holder, "headers")
-    if headers is not None:
-        try:
-            value = headers.get("x-request-id")
-        except Exception:
-            value = None
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def resolve_event(event: UsageEvent) -> None:
-    """Fill an event's usage, model, provider and request id from the raw references it carries.
-
-    `raw_extra` (optional, a dict) may hold `stream_tokens` (content chunks a stream showed, for the
-    estimate) and `headers_from`
-    (an object with `.headers`, for the request id).
-    """
-    kwargs = event.raw_kwargs or {}
-    result = event.raw_result
-    extra = event.raw_extra
-    if event.provider is None:
-        owner = event.raw_client  # the client, or the resource instance that holds it
-        client = owner if get(owner, "base_url") is not None else get(owner, "_client")
-        event.provider = provider_of(client)
-    model = get(result, "model")
-    if not isinstance(model, str):
-        model = get(get(result, "response"), "model")
-    if isinstance(model, str) and model:
-        event.model = model
-    elif event.model is None:
-        requested = kwargs.get("model")
-        if isinstance(requested, str):
-            event.model = requested
-    if event.request_id is None:
-        event.request_id = _request_id(result, extra)
-    if event.error_occurred and result is None:
-        return
-    stream_tokens = get(extra, "stream_tokens")
-    usage = extract(event.api, kwargs, result, stream_tokens if isinstance(stream_tokens, int) else None)
-    event.input_tokens = usage.input_tokens
-    event.output_tokens = usage.output_tokens
-    event.total_tokens = usage.total_tokens
-    event.cached_input_tokens = usage.cached_input_tokens
-    event.reasoning_tokens = usage.reasoning_tokens
-    event.usage_details = usage.details
-    event.usage_source = usage.source
-    event.units = usage.units

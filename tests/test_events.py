@@ -6,6 +6,8 @@ import json
 import re
 import uuid
 
+import pytest
+
 import cmdrdata_autopatch as cmdrdata
 from cmdrdata_autopatch.events import WIRE_FIELDS, UsageEvent
 
@@ -41,16 +43,21 @@ DESIGN_FIELDS = {
 }
 
 
+# DESIGN.md section 4, second release: present on every event, null when they do not apply
+SECOND_RELEASE_FIELDS = {"service_tier", "source_id", "service", "environment"}
+
+
 def test_wire_has_the_design_fields_plus_units_and_http_status(
     fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
 ) -> None:
     fake.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     wire = memory.wire()[0]
-    assert set(wire) == DESIGN_FIELDS | {"units", "http_status"}
+    assert set(wire) == DESIGN_FIELDS | SECOND_RELEASE_FIELDS | {"units", "http_status"}
     assert list(wire) == list(WIRE_FIELDS)
     assert uuid.UUID(wire["event_id"]).version == 4
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", wire["timestamp"])
     assert wire["sdk"]["name"] == "cmdrdata-autopatch" and wire["sdk"]["openai_version"]
+    assert wire["source_id"] is None and wire["service"] is None and wire["environment"] is None
 
 
 def test_event_id_and_bytes_are_fixed_at_creation() -> None:
@@ -61,8 +68,8 @@ def test_event_id_and_bytes_are_fixed_at_creation() -> None:
     assert json.loads(body)["event_id"] == first_id
     assert json.loads(body)["timestamp"] == "2023-11-14T22:13:20.250+00:00"
     assert json.loads(body)["latency_ms"] == 500.0
-    rebuilt = UsageEvent.from_wire(json.loads(body))
-    assert rebuilt.event_id == first_id and json.loads(rebuilt.to_json()) == json.loads(body)
+    event.input_tokens = 99  # set after serialization: the bytes already sent stay the bytes sent
+    assert event.to_json() is body and json.loads(event.to_json())["input_tokens"] == 0
 
 
 def test_timestamp_is_utc_whatever_the_local_zone(monkeypatch: object) -> None:
@@ -91,3 +98,21 @@ def test_secrets_never_reach_the_event() -> None:
     text = event.to_json().decode()
     assert "AbCdEf0123456789" not in text and "99887766" not in text
     assert "[REDACTED]" in text
+
+
+def test_to_json_is_strict_json() -> None:
+    event = UsageEvent("chat.completions", 0.0, float("nan"))  # a NaN latency cannot be sent as JSON
+    with pytest.raises(ValueError):
+        event.to_json()
+
+
+def test_unset_slots_read_as_wire_defaults_and_unknown_attributes_fail() -> None:
+    event = UsageEvent("embeddings", 0.0, 0.0)
+    assert (event.input_tokens, event.usage_source, event.error_occurred, event.service_tier) == (
+        0,
+        "none",
+        False,
+        None,
+    )
+    with pytest.raises(AttributeError):
+        event.raw_result = object()  # type: ignore[attr-defined]  # no references to responses

@@ -164,7 +164,7 @@ def test_a_failing_exporter_never_reaches_the_reader(monkeypatch: pytest.MonkeyP
     from cmdrdata_autopatch.diagnostics import internal_errors, reset_internal_errors
 
     reset_internal_errors()
-    monkeypatch.setattr(sessions, "_recorder_for", lambda client: _Boom())
+    monkeypatch.setattr(sessions.RUNTIME, "recorder", _Boom())
     observer = SessionObserver(Attribution(None, "acme", None, None, True), "realtime")
     observer.observe(rt_response_done(f"resp_{uuid.uuid4().hex}", REALTIME_USAGE))
     assert sum(internal_errors().values()) == 1
@@ -175,7 +175,7 @@ def test_observer_ignores_what_it_does_not_bill(monkeypatch: pytest.MonkeyPatch)
     from cmdrdata_autopatch import sessions
 
     recorded: list[Any] = []
-    monkeypatch.setattr(sessions, "_recorder_for", lambda client: SimpleNamespace(record=recorded.append))
+    monkeypatch.setattr(sessions.RUNTIME, "recorder", SimpleNamespace(record=recorded.append))
     observer = SessionObserver(Attribution(None, None, None, None, True), "responses")
     for event in ({"type": "response.output_text.delta"}, {"no": "type"}, None, 42, {"type": 7}):
         observer.observe(event)

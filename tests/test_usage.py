@@ -75,16 +75,39 @@ def test_total_is_derived_when_missing_and_nonsense_is_ignored() -> None:
 
 
 def test_estimates_are_flagged_and_documented_method() -> None:
-    chat = estimate("chat.completions", {"messages": [{"role": "user", "content": "12345678"}]}, None, None)
+    # the rules are chosen by the table row's usage_kind, never by API name
+    chat = estimate("chat", {"messages": [{"role": "user", "content": "12345678"}]}, None, None)
     assert (chat.input_tokens, chat.source) == (2 + 4, "estimated")
-    speech = estimate("audio.speech", {"input": "x" * 41}, None, None)
+    speech = estimate("speech", {"input": "x" * 41}, None, None)
     assert speech.units == {"characters": 41} and speech.input_tokens == 11
     tokens_given = estimate("embeddings", {"input": [[1, 2, 3], [4, 5]]}, None, None)
     assert tokens_given.input_tokens == 5  # token ids are counted exactly
-    nothing = estimate("audio.translations", {}, {"text": "hi"}, None)
+    nothing = estimate("audio", {}, {"text": "hi"}, None)
     assert nothing.source == "none" and nothing.input_tokens == 0
-    verbose = extract("audio.translations", {}, {"text": "hi", "duration": 4.2})
+    verbose = extract("audio", {}, {"text": "hi", "duration": 4.2})
     assert verbose.units == {"audio_seconds": 4.2} and verbose.source == "estimated"
+
+
+def test_every_row_names_kinds_the_extractor_and_the_stream_capture_know() -> None:
+    from cmdrdata_autopatch.targets import TARGETS
+
+    for row in TARGETS:
+        assert row.usage_kind in ("chat", "text", "embeddings", "speech", "images", "audio"), row
+        assert row.stream_kind in ("chat", "text", "events"), row
+        # the safety net needs the path of every billed request row (WebSocket sessions are no requests)
+        assert row.delegates or row.kind == "connect" or row.path is not None, row
+
+
+def test_usage_copy_is_independent_of_the_response() -> None:
+    from cmdrdata_autopatch.usage import copy_usage, numbers
+
+    inner = SimpleNamespace(cached_tokens=3)
+    usage = SimpleNamespace(prompt_tokens=10, completion_tokens=2, prompt_tokens_details=inner)
+    copied = copy_usage(usage)
+    usage.prompt_tokens += 100
+    inner.cached_tokens = 50
+    u = numbers(copied)
+    assert u is not None and (u.input_tokens, u.cached_input_tokens, u.total_tokens) == (10, 3, 12)
 
 
 def _dump(model: Any) -> str:

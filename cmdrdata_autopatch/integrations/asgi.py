@@ -18,11 +18,18 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_HTTPConnection: Any
-try:  # Starlette (and so FastAPI) present: hand callables a real request object
-    from starlette.requests import HTTPConnection as _HTTPConnection
-except ImportError:  # pragma: no cover - exercised only without Starlette
-    _HTTPConnection = None
+
+def _starlette_connection_class() -> Any:
+    """Starlette's `HTTPConnection` when Starlette (and so FastAPI) is installed: callables then get a real
+    request object; else None and they get the raw ASGI scope."""
+    try:
+        from starlette.requests import HTTPConnection
+    except ImportError:  # pragma: no cover - exercised only without Starlette
+        return None
+    return HTTPConnection
+
+
+_HTTPConnection: Any = _starlette_connection_class()
 
 
 def _header_reader(scope: Scope) -> Callable[[str], str | None]:
