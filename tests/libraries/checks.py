@@ -78,14 +78,19 @@ def billing_mismatches(events: list[dict[str, Any]], exchanges: list[Exchange]) 
     return problems
 
 
+class BillingMismatch(AssertionError):
+    """The events do not match the HTTP calls (the failure the known defects of issue 15 produce)."""
+
+
 def assert_billed_exactly(memory: cmdrdata.MemoryExporter, server: FakeOpenAIServer) -> list[dict[str, Any]]:
     """One event per billable HTTP call, each with that call's exact numbers and model, and no other."""
+    assert not server.server_errors, f"the fake server failed: {server.server_errors}"
     gc.collect()  # a stream proxy the library dropped unfinished is finalized by garbage collection
     events = memory.wire()
     problems = billing_mismatches(events, server.exchanges)
     if problems:
         observed = "\n  ".join(str(_short(e)) for e in events)
-        raise AssertionError(
+        raise BillingMismatch(
             f"{len(events)} events for {len(server.calls())} HTTP calls:\n  "
             + "\n  ".join(problems)
             + f"\nobserved events:\n  {observed}"

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from .checks import BillingMismatch
 from .fake_server import FakeOpenAIServer
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -77,3 +78,36 @@ def openai_server() -> Iterator[FakeOpenAIServer]:
     """A fake OpenAI on 127.0.0.1 (free port); `.base_url` ends in /v1, `.exchanges` records every request."""
     with FakeOpenAIServer() as server:
         yield server
+
+
+# Cases that fail on the package as it is, by the defect of issue 15 that makes them fail. They are marked
+# xfail(strict=True): the assertion is the right behaviour, today's code misses it, and the day a fix lands
+# the case passes, strict turns that into a failure, and its line here must go. `LIBS_NO_XFAIL=1` runs them
+# all as plain tests (to see the observed vs expected events).
+KNOWN_DEFECTS: dict[str, str] = {
+    "test_langchain_openai.py::test_stream_without_stream_usage": "defect 1: estimate names the requested "
+    "model, not the one the chunks name",
+    "test_litellm.py::test_completion": "defect 4: litellm sends client.post(...), never recorded",
+    "test_litellm.py::test_acompletion": "defect 4: litellm sends client.post(...), never recorded",
+    "test_litellm.py::test_stream_with_usage": "defect 4: litellm sends client.post(...), never recorded",
+    "test_litellm.py::test_stream_without_usage": "defects 4 and 1: client.post(...) never recorded",
+    "test_litellm.py::test_async_stream_with_usage": "defects 4 and 2: client.post(...) never recorded",
+    "test_litellm.py::test_embeddings": "defect 4: litellm sends client.post(...), never recorded",
+    "test_litellm.py::test_aembedding": "defect 4: litellm sends client.post(...), never recorded",
+    "test_instructor.py::test_response_model_with_retries_bills_each_attempt": "defect 3: instructor's "
+    "running totals in response.usage are billed",
+    "test_instructor.py::test_async_response_model_with_retries_bills_each_attempt": "defect 3: instructor's "
+    "running totals in response.usage are billed",
+    "test_instructor.py::test_client_wrapped_before_patch_is_still_billed": "defect 5: the create method "
+    "instructor saved before patch() is never recorded",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("LIBS_NO_XFAIL"):
+        return
+    for item in items:
+        key = f"{item.path.name}::{item.name}"
+        if key in KNOWN_DEFECTS:
+            reason = f"issue 15 {KNOWN_DEFECTS[key]}"
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True, raises=BillingMismatch))

@@ -248,6 +248,7 @@ class FakeOpenAIServer:
     _scripts: dict[str, deque[Answer]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _billable: int = 0
+    server_errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         outer = self
@@ -259,10 +260,10 @@ class FakeOpenAIServer:
                 pass
 
             def do_POST(self) -> None:
-                outer._handle(self)
+                outer._handle_safely(self)
 
             def do_GET(self) -> None:
-                outer._handle(self)
+                outer._handle_safely(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -293,6 +294,14 @@ class FakeOpenAIServer:
         self.close()
 
     # --- serving ------------------------------------------------------------------------------------
+
+    def _handle_safely(self, handler: BaseHTTPRequestHandler) -> None:
+        """A bug in this fake must not pass for a client problem: it is kept and the tests fail on it."""
+        try:
+            self._handle(handler)
+        except Exception as exc:
+            self.server_errors.append(f"{handler.command} {handler.path}: {exc!r}")
+            raise
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("content-length") or 0)
