@@ -32,7 +32,7 @@ CREATED = 1_700_000_000
 
 
 def snapshot(model: str) -> str:
-    """The dated model name an answer gives for a requested alias (as OpenAI answers gpt-4o-mini-2024-07-18)."""
+    """The dated name an answer gives for a requested alias (as OpenAI answers gpt-4o-mini-2024-07-18)."""
     return model if model.endswith(SNAPSHOT_SUFFIX) else model + SNAPSHOT_SUFFIX
 
 
@@ -198,7 +198,11 @@ class _Answers:
         events: list[dict[str, Any]] = [
             {"type": "response.created", "response": cls.response(ex, ans, n, None, "in_progress")},
             {"type": "response.in_progress", "response": cls.response(ex, ans, n, None, "in_progress")},
-            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress"}},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**item, "status": "in_progress"},
+            },
         ]
         if item["type"] == "message":
             text = item["content"][0]["text"]
@@ -211,8 +215,12 @@ class _Answers:
             events.append({"type": "response.content_part.done", **ids, "part": item["content"][0]})
         else:
             ids = {"item_id": item["id"], "output_index": 0}
-            events.append({"type": "response.function_call_arguments.delta", **ids, "delta": item["arguments"]})
-            events.append({"type": "response.function_call_arguments.done", **ids, "arguments": item["arguments"]})
+            events.append(
+                {"type": "response.function_call_arguments.delta", **ids, "delta": item["arguments"]}
+            )
+            events.append(
+                {"type": "response.function_call_arguments.done", **ids, "arguments": item["arguments"]}
+            )
         events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
         events.append({"type": "response.completed", "response": done})
         for seq, event in enumerate(events):

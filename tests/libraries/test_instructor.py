@@ -1,4 +1,4 @@
-"""instructor against a loopback OpenAI: a response model with retries bills each attempt, with its own numbers.
+"""instructor against a loopback OpenAI: a response model with retries bills each attempt by its own numbers.
 
 instructor validates the model's answer and, when it fails, asks again; between attempts it writes running
 totals into each response's `usage` (issue 15, defect 3). The server answers invalid JSON first and valid JSON
@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-instructor = pytest.importorskip("instructor")
+pytest.importorskip("instructor")
 
-import cmdrdata_autopatch as cmdrdata
+import instructor
 from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
+
+import cmdrdata_autopatch as cmdrdata
 
 from .checks import CUSTOMER, assert_billed_exactly, expect_exchanges, patched, run_plain_and_patched
 from .conftest import FAKE_KEY
@@ -80,7 +82,9 @@ def test_response_model_with_retries_bills_each_attempt() -> None:
 
 def test_async_response_model_with_retries_bills_each_attempt() -> None:
     async def run(server: FakeOpenAIServer) -> Any:
-        client = instructor.from_openai(AsyncOpenAI(base_url=server.base_url, api_key=FAKE_KEY, max_retries=0))
+        client = instructor.from_openai(
+            AsyncOpenAI(base_url=server.base_url, api_key=FAKE_KEY, max_retries=0)
+        )
         person, completion = await client.chat.completions.create_with_completion(
             model=MODEL, response_model=Person, messages=MESSAGES, max_retries=3
         )

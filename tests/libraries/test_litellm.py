@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-litellm = pytest.importorskip("litellm")
+pytest.importorskip("litellm")
+
+import litellm
 
 from .checks import expect_exchanges, run_plain_and_patched
 from .conftest import FAKE_KEY
@@ -65,7 +67,11 @@ def test_acompletion() -> None:
 def test_stream_with_usage() -> None:
     def scenario(server: FakeOpenAIServer) -> Any:
         stream = litellm.completion(
-            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}, **_args(server)
+            model=MODEL,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            **_args(server),
         )
         return _chunk_summary(list(stream))
 
@@ -89,7 +95,11 @@ def test_async_stream_with_usage() -> None:
 
     async def collect(server: FakeOpenAIServer) -> list[Any]:
         stream = await litellm.acompletion(
-            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}, **_args(server)
+            model=MODEL,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            **_args(server),
         )
         return [chunk async for chunk in stream]
 

@@ -77,7 +77,10 @@ def lookup_weather(city: str) -> str:
     return f"Sunny in {city}"
 
 
-TOOL_SCRIPT = (RESPONSES, [Answer(tool_call=("lookup_weather", '{"city": "Oslo"}')), Answer(content="Sunny.")])
+TOOL_SCRIPT = (
+    RESPONSES,
+    [Answer(tool_call=("lookup_weather", '{"city": "Oslo"}')), Answer(content="Sunny.")],
+)
 
 
 def test_runner_run_with_a_tool_is_two_calls() -> None:
