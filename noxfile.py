@@ -6,6 +6,8 @@
     nox -s tests                             # every release below
     nox -s verify-targets [-- --write-docs]  # the table against every published wheel (downloads ~400)
     nox -s lint typecheck
+    nox -t libraries                         # real libraries (langchain-openai, openai-agents, litellm,
+                                             # instructor) against a loopback fake OpenAI
 
 Why these releases: each one sits on a boundary of `../shared/research/openai_surface.md` (chat `parse` moving
 from beta at 1.92.0, the chat package split at 1.63.0, responses at 1.66.x, httpx2 at 3.0.0, lazy package
@@ -106,6 +108,47 @@ def tests(session: nox.Session, openai: str) -> None:
     session.install("-e", ".[test]", spec, *pins)
     session.run("python", "-c", "import sys, openai; print(sys.version.split()[0], openai.__version__)")
     session.run("pytest", *session.posargs)
+
+
+# Real libraries that call OpenAI for an app (issue 15), each in its own session so each gets the newest
+# `openai` it co-installs with: the library is unpinned and the resolver picks openai. On 2026-12-01 that
+# is openai 3.57.0 for langchain-openai 1.7.4, openai-agents 0.24.0 and litellm 1.110.2, and openai 3.3.0
+# for instructor 1.17.0 (it caps jiter < 0.15, newer openai needs jiter >= 0.16). The session prints the
+# versions it got. Tests run against a loopback fake OpenAI (tests/libraries/fake_server.py); a guard
+# fails any test that tries to reach another host. `pytest tests/libraries` skips a library not installed.
+# (library requirement, Python, test module, extra pins, tags)
+LIBRARIES: list[tuple[str, str, str, tuple[str, ...], list[str]]] = [
+    ("langchain-openai", "3.13", "test_langchain_openai.py", (), ["ci", "libraries"]),
+    ("openai-agents", "3.13", "test_openai_agents.py", (), ["ci", "libraries"]),
+    ("litellm", "3.12", "test_litellm.py", (), ["ci", "libraries"]),
+    ("instructor", "3.12", "test_instructor.py", (), ["ci", "libraries"]),
+]
+LIBRARY_VERSIONS = """
+import importlib.metadata as m, sys
+names = ["openai", "langchain-openai", "langchain-core", "openai-agents", "litellm", "instructor"]
+found = []
+for name in names:
+    try:
+        found.append(f"{name} {m.version(name)}")
+    except m.PackageNotFoundError:
+        pass
+print("python", sys.version.split()[0], "|", ", ".join(found))
+"""
+
+
+@nox.session
+@nox.parametrize(
+    "python,library",
+    [nox.param(py, lib, id=lib, tags=tags) for lib, py, _, _, tags in LIBRARIES],
+)
+def libraries(session: nox.Session, library: str) -> None:
+    """One real library against a loopback OpenAI (e.g. `libraries(litellm)`): exact events, same output."""
+    module, pins = next((m, p) for lib, _, m, p, _ in LIBRARIES if lib == library)
+    session.install("-e", ".[test]", library, *pins)
+    session.run("python", "-c", LIBRARY_VERSIONS)
+    session.run(
+        "pytest", "-q", "tests/libraries/test_fake_server.py", f"tests/libraries/{module}", *session.posargs
+    )
 
 
 @nox.session(name="verify-targets", python="3.13")

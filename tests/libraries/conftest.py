@@ -6,9 +6,9 @@ Each test module `pytest.importorskip`s its library, so the default `pytest -q` 
 imported at collection: litellm reads its model cost map from the package instead of the internet and sends
 no telemetry; openai-agents exports no traces; Hugging Face tokenizers stay offline.
 
-The network guard replaces `socket.getaddrinfo` and `socket.socket.connect` for the whole run: any lookup of
-or connection to a host other than loopback is refused and remembered, and the next test fails naming it.
-It is installed when this file is imported, so an attempt made while a library is imported is caught too.
+The network guard replaces `socket.getaddrinfo` and `socket.socket.connect`: while a test of this folder runs
+(and during collection, when the libraries are imported) any lookup of or connection to a host other than
+loopback is refused and remembered, and the test fails naming it. Outside those times it passes through.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 FAKE_KEY = "sk-test-libraries-0123456789"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-BLOCKED: list[str] = []
 
-_real_getaddrinfo = socket.getaddrinfo
-_real_connect = socket.socket.connect
+
+class _Guard:
+    """Refuses non-loopback lookups and connections while `active`, and remembers each attempt."""
+
+    active = True  # from this file's import to the end of collection: libraries are imported then
+    attempts: list[str] = []
 
 
 def _is_loopback(host: Any) -> bool:
@@ -44,16 +47,21 @@ def _is_loopback(host: Any) -> bool:
     return name in LOOPBACK or name.startswith("127.")
 
 
+_real_getaddrinfo = socket.getaddrinfo
+_real_connect = socket.socket.connect
+
+
 def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-    if not _is_loopback(host):
-        BLOCKED.append(f"DNS lookup of {host!r}")
+    if _Guard.active and not _is_loopback(host):
+        _Guard.attempts.append(f"DNS lookup of {host!r}")
         raise socket.gaierror(socket.EAI_NONAME, f"tests/libraries: no network ({host!r} is not loopback)")
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
 def _guarded_connect(self: socket.socket, address: Any) -> Any:
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
-        BLOCKED.append(f"connection to {address!r}")
+    inet = self.family in (socket.AF_INET, socket.AF_INET6)
+    if _Guard.active and inet and not _is_loopback(address[0]):
+        _Guard.attempts.append(f"connection to {address!r}")
         raise ConnectionRefusedError(f"tests/libraries: no network ({address!r} is not loopback)")
     return _real_connect(self, address)
 
@@ -62,14 +70,24 @@ socket.getaddrinfo = _guarded_getaddrinfo
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Other test folders may test refusals of non-loopback hosts themselves: the guard is ours only."""
+    _Guard.active = False
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail the test if anything (the library, its telemetry, us) tried to reach a non-loopback host."""
+    """Fail the test if anything (the library, its telemetry, us) tried to reach a non-loopback host.
+    Attempts made while the libraries were imported (collection) are reported by the first test."""
     for name in ("OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_API_BASE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-    yield  # attempts made at import (collection) time are reported by the first test
-    attempts, BLOCKED[:] = list(BLOCKED), []
+    _Guard.active = True
+    try:
+        yield
+    finally:
+        _Guard.active = False
+    attempts, _Guard.attempts = _Guard.attempts, []
     assert not attempts, f"network outside loopback was attempted: {attempts}"
 
 

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 import cmdrdata_autopatch as cmdrdata
+from cmdrdata_autopatch.targets import parse_version
 
 from .checks import (
     CUSTOMER,
@@ -24,6 +25,11 @@ from .checks import (
 )
 from .conftest import FAKE_KEY
 from .fake_server import CHAT, EMBEDDINGS, RESPONSES, Answer, Exchange, FakeOpenAIServer, usage_numbers
+
+# These run in every `tests(openai=...)` nox session too, down to openai 1.0.0 on Python 3.9.
+OPENAI = parse_version(openai.__version__)
+needs_responses = pytest.mark.skipif(OPENAI < (1, 66, 0), reason="responses API from openai 1.66")
+needs_stream_options = pytest.mark.skipif(OPENAI < (1, 26, 0), reason="stream_options from openai 1.26")
 
 
 def _client(server: FakeOpenAIServer) -> openai.OpenAI:
@@ -52,7 +58,7 @@ def test_chat_answer_parses_and_is_recorded(openai_server: FakeOpenAIServer) -> 
     assert ex.json()["messages"] == [{"role": "user", "content": "hi"}]
 
 
-@pytest.mark.parametrize("include_usage", [True, False])
+@pytest.mark.parametrize("include_usage", [pytest.param(True, marks=needs_stream_options), False])
 def test_chat_stream_has_the_usage_chunk_only_when_asked(
     openai_server: FakeOpenAIServer, include_usage: bool
 ) -> None:
@@ -78,6 +84,7 @@ def test_chat_stream_has_the_usage_chunk_only_when_asked(
         assert ex.usage is None and ex.numbers is None
 
 
+@needs_responses
 def test_responses_answer_and_stream_parse(openai_server: FakeOpenAIServer) -> None:
     client = _client(openai_server)
     response = client.responses.create(model="gpt-4.1", input="hi")
@@ -91,6 +98,7 @@ def test_responses_answer_and_stream_parse(openai_server: FakeOpenAIServer) -> N
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
+@needs_responses
 def test_responses_function_call(openai_server: FakeOpenAIServer) -> None:
     openai_server.script(RESPONSES, Answer(tool_call=("f", '{"x": 1}')))
     response = _client(openai_server).responses.create(model="gpt-4.1", input="hi")
@@ -184,6 +192,7 @@ def test_check_wants_an_estimate_of_the_answered_model_for_a_stream_without_usag
     assert billing_mismatches([{**estimate, "model": "m"}], [ex]) != []
 
 
+@needs_responses
 def test_plain_and_patched_run_of_the_bare_sdk_passes_the_check() -> None:
     """End to end on the bare SDK (sync, async, chat, responses, embeddings): the check passes on calls the
     package is known to bill right, so a failure in a library test is about the library's path."""
