@@ -346,6 +346,8 @@ class FakeOpenAIServer:
         elif ex.route == CHAT:
             include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
             ex.usage = _chat_usage(ex.numbers) if include_usage or not ex.stream else None
+            if ex.usage is None:  # set before the answer is sent: the client may look as soon as it has it
+                ex.numbers = None
             if ex.stream:
                 self._send_sse(handler, ex, _Answers.chat_chunks(ex, req, ans, n))
             else:
@@ -356,8 +358,6 @@ class FakeOpenAIServer:
                 self._send_sse(handler, ex, _Answers.response_events(ex, ans, n))
             else:
                 self._send_json(handler, ex, 200, _Answers.response(ex, ans, n, ex.usage))
-        if ex.usage is None:
-            ex.numbers = None
 
     @staticmethod
     def _send_json(handler: BaseHTTPRequestHandler, ex: Exchange, status: int, payload: Any) -> None:
