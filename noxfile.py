@@ -7,7 +7,8 @@
     nox -s verify-targets [-- --write-docs]  # the table against every published wheel (downloads ~400)
     nox -s lint typecheck
     nox -t libraries                         # real libraries (langchain-openai, openai-agents, litellm,
-                                             # instructor) against a loopback fake OpenAI
+                                             # instructor) on openai 1.x, 2.x, 3.x against a loopback OpenAI
+    nox -s "libraries(litellm-openai3)"      # one of them
 
 Why these releases: each one sits on a boundary of `../shared/research/openai_surface.md` (chat `parse` moving
 from beta at 1.92.0, the chat package split at 1.63.0, responses at 1.66.x, httpx2 at 3.0.0, lazy package
@@ -110,19 +111,25 @@ def tests(session: nox.Session, openai: str) -> None:
     session.run("pytest", *session.posargs)
 
 
-# Real libraries that call OpenAI for an app (issue 15), each in its own session so each gets the newest
-# `openai` it co-installs with: the library is unpinned and the resolver picks openai. On 2026-12-01 that
-# is openai 3.57.0 for langchain-openai 1.7.4, openai-agents 0.24.0 and litellm 1.110.2, and openai 3.3.0
-# for instructor 1.17.0 (it caps jiter < 0.15, newer openai needs jiter >= 0.16). The session prints the
-# versions it got. Tests run against a loopback fake OpenAI (tests/libraries/fake_server.py); a guard
-# fails any test that tries to reach another host. `pytest tests/libraries` skips a library not installed.
-# (library requirement, Python, test module, extra pins, tags)
-LIBRARIES: list[tuple[str, str, str, tuple[str, ...], list[str]]] = [
-    ("langchain-openai", "3.13", "test_langchain_openai.py", (), ["ci", "libraries"]),
-    ("openai-agents", "3.13", "test_openai_agents.py", (), ["ci", "libraries"]),
-    ("litellm", "3.12", "test_litellm.py", (), ["ci", "libraries"]),
-    ("instructor", "3.12", "test_instructor.py", (), ["ci", "libraries"]),
-]
+# Real libraries that call OpenAI for an app (issue 15), each in its own session, on each `openai` major:
+# the library is unpinned and the resolver picks the newest release of it that installs beside the newest
+# openai of that major, so a new release is tested the day it ships and each library keeps the newest
+# openai it supports. On 2026-12-01 that resolves to:
+#   openai3: langchain-openai 1.7.4, openai-agents 0.24.0, litellm 1.110.2 with openai 3.57.0, and
+#            instructor 1.17.0 with openai 3.3.0 (it caps jiter < 0.15; openai >= 3.4 needs jiter >= 0.16)
+#   openai2: langchain-openai 1.7.4, openai-agents 0.20.0, litellm 1.110.2, instructor 1.17.0 (openai 2.54.0)
+#   openai1: langchain-openai 1.1.9, openai-agents 0.3.3, litellm 1.80.0, instructor 1.12.0 (openai 1.109.1)
+# The session prints the versions it got. Tests run against a loopback fake OpenAI
+# (tests/libraries/fake_server.py); a guard fails any test that tries to reach another host.
+# `pytest tests/libraries` in any environment skips the libraries that are not installed.
+LIBRARY_MODULES = {
+    "langchain-openai": "test_langchain_openai.py",
+    "openai-agents": "test_openai_agents.py",
+    "litellm": "test_litellm.py",
+    "instructor": "test_instructor.py",
+}
+OPENAI_MAJORS = {"1": ("openai<2", "3.11"), "2": ("openai>=2,<3", "3.12"), "3": ("openai>=3,<4", "3.13")}
+LIBRARY_SESSIONS = [(lib, major) for major in ("3", "2", "1") for lib in LIBRARY_MODULES]
 LIBRARY_VERSIONS = """
 import importlib.metadata as m, sys
 names = ["openai", "langchain-openai", "langchain-core", "openai-agents", "litellm", "instructor"]
@@ -138,17 +145,19 @@ print("python", sys.version.split()[0], "|", ", ".join(found))
 
 @nox.session
 @nox.parametrize(
-    "python,library",
-    [nox.param(py, lib, id=lib, tags=tags) for lib, py, _, _, tags in LIBRARIES],
+    "python,library,major",
+    [
+        nox.param(OPENAI_MAJORS[major][1], lib, major, id=f"{lib}-openai{major}", tags=["ci", "libraries"])
+        for lib, major in LIBRARY_SESSIONS
+    ],
 )
-def libraries(session: nox.Session, library: str) -> None:
-    """One real library against a loopback OpenAI (e.g. `libraries(litellm)`): exact events, same output."""
-    module, pins = next((m, p) for lib, _, m, p, _ in LIBRARIES if lib == library)
-    session.install("-e", ".[test]", library, *pins)
+def libraries(session: nox.Session, library: str, major: str) -> None:
+    """One real library against a loopback OpenAI (e.g. `libraries(litellm-openai3)`): one exact event
+    per HTTP call, the library's output unchanged."""
+    session.install("-e", ".[test]", library, OPENAI_MAJORS[major][0])
     session.run("python", "-c", LIBRARY_VERSIONS)
-    session.run(
-        "pytest", "-q", "tests/libraries/test_fake_server.py", f"tests/libraries/{module}", *session.posargs
-    )
+    module = f"tests/libraries/{LIBRARY_MODULES[library]}"
+    session.run("pytest", "-q", "tests/libraries/test_fake_server.py", module, *session.posargs)
 
 
 @nox.session(name="verify-targets", python="3.13")
