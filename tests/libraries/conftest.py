@@ -17,7 +17,7 @@ import importlib.metadata
 import os
 import socket
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pytest
 
@@ -114,6 +114,14 @@ def _litellm_posts() -> bool:
     return _version("litellm") >= (1, 101, 0)
 
 
+class Known(NamedTuple):
+    """A case that fails today by a known defect: why, on which releases (`when`), always or sometimes."""
+
+    reason: str
+    when: Callable[[], bool] = lambda: True
+    strict: bool = True
+
+
 DEFECT_1 = "defect 1: the estimate names the requested model, not the one the chunks name"
 DEFECT_3 = "defect 3: instructor's running totals written into response.usage are billed"
 DEFECT_4 = "defect 4: litellm sends client.post(...), never recorded"
@@ -121,23 +129,32 @@ DEFECT_4 = "defect 4: litellm sends client.post(...), never recorded"
 # depends on the library's release, when). They are marked xfail(strict=True, raises=BillingMismatch): the
 # assertion is the right behaviour, today's code misses it; the day a fix lands the case passes, strict
 # turns that into a failure, and its line here must go. Any other failure (output changed, requests
-# changed, a crash) fails as usual. `LIBS_NO_XFAIL=1` runs them all as plain tests, to see observed vs
-# expected events.
-KNOWN_DEFECTS: dict[str, tuple[str, Callable[[], bool]]] = {
-    "test_langchain_openai.py::test_stream_without_stream_usage": (DEFECT_1, lambda: True),
-    "test_litellm.py::test_completion": (DEFECT_4, _litellm_posts),
-    "test_litellm.py::test_acompletion": (DEFECT_4, _litellm_posts),
-    "test_litellm.py::test_stream_with_usage": (DEFECT_4, _litellm_posts),
-    "test_litellm.py::test_stream_without_usage": (f"{DEFECT_4} / {DEFECT_1}", lambda: True),
-    "test_litellm.py::test_async_stream_with_usage": (DEFECT_4, _litellm_posts),
-    "test_litellm.py::test_embeddings": (DEFECT_4, _litellm_posts),
-    "test_litellm.py::test_aembedding": (DEFECT_4, _litellm_posts),
-    "test_instructor.py::test_response_model_with_retries_bills_each_attempt": (DEFECT_3, lambda: True),
-    "test_instructor.py::test_async_response_model_with_retries_bills_each_attempt": (DEFECT_3, lambda: True),
-    "test_instructor.py::test_client_wrapped_before_patch_is_still_billed": (
-        "defect 5: the create method instructor saved before patch() is never recorded",
-        lambda: True,
-    ),
+# changed, a crash) fails as usual. A defect that shows only sometimes is `strict=False`.
+# `LIBS_NO_XFAIL=1` runs them all as plain tests, to see observed vs expected events.
+KNOWN_DEFECTS: dict[str, list[Known]] = {
+    "test_langchain_openai.py::test_stream_without_stream_usage": [Known(DEFECT_1)],
+    "test_litellm.py::test_completion": [Known(DEFECT_4, _litellm_posts)],
+    "test_litellm.py::test_acompletion": [Known(DEFECT_4, _litellm_posts)],
+    "test_litellm.py::test_stream_with_usage": [Known(DEFECT_4, _litellm_posts)],
+    "test_litellm.py::test_stream_without_usage": [Known(DEFECT_4, _litellm_posts), Known(DEFECT_1)],
+    "test_litellm.py::test_async_stream_with_usage": [
+        Known(DEFECT_4, _litellm_posts),
+        # litellm < 1.101 calls the resource methods, and its async wrapper re-enters iteration of the SDK
+        # stream on each `__anext__`; when the abandoned iterator is finalized the event ends with an
+        # estimate. Seen on Python 3.11 in about 1 run of 3, not seen on 3.12: it depends on the collector.
+        Known(
+            "defect 2: litellm's wrapper re-enters the SDK stream; the event may end early",
+            lambda: not _litellm_posts(),
+            strict=False,
+        ),
+    ],
+    "test_litellm.py::test_embeddings": [Known(DEFECT_4, _litellm_posts)],
+    "test_litellm.py::test_aembedding": [Known(DEFECT_4, _litellm_posts)],
+    "test_instructor.py::test_response_model_with_retries_bills_each_attempt": [Known(DEFECT_3)],
+    "test_instructor.py::test_async_response_model_with_retries_bills_each_attempt": [Known(DEFECT_3)],
+    "test_instructor.py::test_client_wrapped_before_patch_is_still_billed": [
+        Known("defect 5: the create method instructor saved before patch() is never recorded"),
+    ],
 }
 
 
@@ -145,7 +162,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("LIBS_NO_XFAIL"):
         return
     for item in items:
-        known = KNOWN_DEFECTS.get(f"{item.path.name}::{item.name}")
-        if known is not None and known[1]():
-            reason = f"issue 15 {known[0]}"
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True, raises=BillingMismatch))
+        applying = [k for k in KNOWN_DEFECTS.get(f"{item.path.name}::{item.name}", []) if k.when()]
+        if applying:
+            reason = "issue 15 " + " / ".join(k.reason for k in applying)
+            strict = all(k.strict for k in applying)
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=strict, raises=BillingMismatch))
