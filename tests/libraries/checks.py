@@ -24,6 +24,13 @@ from .fake_server import BILLABLE_ROUTES, Answer, Exchange, FakeOpenAIServer
 
 CUSTOMER = "acme"
 Scenario = Callable[[FakeOpenAIServer], Any]
+CustomerOf = Callable[[Exchange], str]
+
+
+def _acme(ex: Exchange) -> str:
+    return CUSTOMER
+
+
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
 
 
@@ -40,9 +47,9 @@ def patched() -> Iterator[cmdrdata.MemoryExporter]:
         cmdrdata.unpatch()
 
 
-def expected_event(ex: Exchange) -> dict[str, Any]:
+def expected_event(ex: Exchange, customer_of: CustomerOf = _acme) -> dict[str, Any]:
     """The facts the event for this exchange must carry (only the keys that can be known exactly)."""
-    want: dict[str, Any] = {"api": BILLABLE_ROUTES[ex.route], "customer_id": CUSTOMER}
+    want: dict[str, Any] = {"api": BILLABLE_ROUTES[ex.route], "customer_id": customer_of(ex)}
     if ex.status >= 400:
         want.update(error_occurred=True, http_status=ex.status)
         return want
@@ -61,14 +68,16 @@ def _short(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event.get(k) for k in (*keys, "error_occurred", "http_status")}
 
 
-def billing_mismatches(events: list[dict[str, Any]], exchanges: list[Exchange]) -> list[str]:
+def billing_mismatches(
+    events: list[dict[str, Any]], exchanges: list[Exchange], customer_of: CustomerOf = _acme
+) -> list[str]:
     """Pair each billable exchange with one event that carries its facts; describe what does not pair."""
     left = list(events)
     problems = []
     for ex in exchanges:
         if ex.route not in BILLABLE_ROUTES:
             continue
-        want = expected_event(ex)
+        want = expected_event(ex, customer_of)
         match = next((e for e in left if all(e.get(k) == v for k, v in want.items())), None)
         if match is None:
             problems.append(f"HTTP {ex.route} (status {ex.status}): expected an event {want}")
@@ -82,12 +91,14 @@ class BillingMismatch(AssertionError):
     """The events do not match the HTTP calls (the failure the known defects of issue 15 produce)."""
 
 
-def assert_billed_exactly(memory: cmdrdata.MemoryExporter, server: FakeOpenAIServer) -> list[dict[str, Any]]:
+def assert_billed_exactly(
+    memory: cmdrdata.MemoryExporter, server: FakeOpenAIServer, customer_of: CustomerOf = _acme
+) -> list[dict[str, Any]]:
     """One event per billable HTTP call, each with that call's exact numbers and model, and no other."""
     assert not server.server_errors, f"the fake server failed: {server.server_errors}"
     gc.collect()  # a stream proxy the library dropped unfinished is finalized by garbage collection
     events = memory.wire()
-    problems = billing_mismatches(events, server.exchanges)
+    problems = billing_mismatches(events, server.exchanges, customer_of)
     if problems:
         observed = "\n  ".join(str(_short(e)) for e in events)
         raise BillingMismatch(
@@ -117,8 +128,12 @@ def _bodies(server: FakeOpenAIServer) -> list[Any]:
     return sorted(out, key=lambda item: json.dumps(item, sort_keys=True, default=str))
 
 
-def run_plain_and_patched(scenario: Scenario, *scripts: tuple[str, list[Answer]]) -> Outcome:
-    """Run `scenario` without and then with patch(); the same scripted answers are queued for each run."""
+def run_plain_and_patched(
+    scenario: Scenario, *scripts: tuple[str, list[Answer]], customer_of: CustomerOf = _acme
+) -> Outcome:
+    """Run `scenario` without and then with patch(); the same scripted answers are queued for each run.
+    The patched run is inside `customer("acme")`; a scenario that sets its own customers per call says
+    which call is whose with `customer_of`."""
     with FakeOpenAIServer() as plain_server:
         for route, answers in scripts:
             plain_server.script(route, *answers)
@@ -131,7 +146,7 @@ def run_plain_and_patched(scenario: Scenario, *scripts: tuple[str, list[Answer]]
                 observed = scenario(server)
             assert observed == plain, "the library's output changed under patch()"
             assert _bodies(server) == _bodies(plain_server), "the requests sent changed under patch()"
-            events = assert_billed_exactly(memory, server)
+            events = assert_billed_exactly(memory, server, customer_of)
     return Outcome(plain, observed, server, events)
 
 

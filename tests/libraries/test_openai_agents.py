@@ -17,6 +17,7 @@ pytest.importorskip("agents")
 
 from agents import (
     Agent,
+    ModelSettings,
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     Runner,
@@ -24,6 +25,8 @@ from agents import (
     set_tracing_disabled,
 )
 from openai import AsyncOpenAI
+
+import cmdrdata_autopatch as cmdrdata
 
 from .checks import expect_exchanges, run_plain_and_patched
 from .conftest import FAKE_KEY
@@ -118,3 +121,62 @@ def test_runner_run_chat_completions_model() -> None:
     out = run_plain_and_patched(scenario)
     expect_exchanges(out.server, CHAT, 1, stream=False)
     assert out.patched == {"final": "Answer number 1.", "usage": [usage_numbers(1)[:2]]}
+
+
+def test_runner_run_streamed_chat_completions_model() -> None:
+    """`run_streamed` on `OpenAIChatCompletionsModel`: a chat stream without the usage chunk (the agent asks
+    for it only with `ModelSettings(include_usage=True)`): the event is an estimate of the answered model."""
+
+    async def run(server: FakeOpenAIServer) -> dict[str, Any]:
+        model = OpenAIChatCompletionsModel(model=MODEL, openai_client=_client(server))
+        result = Runner.run_streamed(Agent(name="helper", model=model), "Say hi")
+        kinds = [event.type async for event in result.stream_events()]
+        return {"final": result.final_output, "events": kinds}
+
+    def scenario(server: FakeOpenAIServer) -> Any:
+        return asyncio.run(run(server))
+
+    out = run_plain_and_patched(scenario)
+    expect_exchanges(out.server, CHAT, 1, stream=True)
+    assert out.patched["final"] == "Streamed answer number 1."
+
+
+def test_concurrent_runs_bill_each_customer() -> None:
+    """Two runs at once on one event loop, each inside its own `customer(...)`: each model call is billed to
+    the customer of the run that made it (the agent's tasks carry the caller's context)."""
+
+    async def run_for(server: FakeOpenAIServer, who: str) -> Any:
+        with cmdrdata.customer(who):
+            result = await Runner.run(_agent(server), f"I am {who}")
+        return who, result.final_output
+
+    async def both(server: FakeOpenAIServer) -> Any:
+        return sorted(await asyncio.gather(run_for(server, "globex"), run_for(server, "initech")))
+
+    def customer_of(ex: Any) -> str:
+        return "globex" if "I am globex" in ex.body.decode() else "initech"
+
+    def scenario(server: FakeOpenAIServer) -> Any:
+        # which run got which canned answer depends on arrival order: compare who ran, not the answer
+        return [who for who, _ in asyncio.run(both(server))]
+
+    out = run_plain_and_patched(scenario, customer_of=customer_of)
+    expect_exchanges(out.server, RESPONSES, 2, stream=False)
+    assert sorted(e["customer_id"] for e in out.events) == ["globex", "initech"]
+
+
+def test_runner_run_streamed_chat_completions_model_with_usage() -> None:
+    async def run(server: FakeOpenAIServer) -> dict[str, Any]:
+        model = OpenAIChatCompletionsModel(model=MODEL, openai_client=_client(server))
+        agent = Agent(name="helper", model=model, model_settings=ModelSettings(include_usage=True))
+        result = Runner.run_streamed(agent, "Say hi")
+        kinds = [event.type async for event in result.stream_events()]
+        return {"final": result.final_output, "events": kinds, "usage": _usage(result)}
+
+    def scenario(server: FakeOpenAIServer) -> Any:
+        return asyncio.run(run(server))
+
+    out = run_plain_and_patched(scenario)
+    expect_exchanges(out.server, CHAT, 1, stream=True)
+    assert out.server.exchanges[0].json()["stream_options"] == {"include_usage": True}
+    assert out.patched["usage"] == [usage_numbers(1)[:2]]
