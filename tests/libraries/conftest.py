@@ -70,7 +70,7 @@ def _guarded_connect(self: socket.socket, address: Any) -> Any:
 
 
 socket.getaddrinfo = _guarded_getaddrinfo
-socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign,assignment]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
