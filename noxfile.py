@@ -7,7 +7,8 @@
     nox -s verify-targets [-- --write-docs]  # the table against every published wheel (downloads ~400)
     nox -s lint typecheck
     nox -t libraries                         # real libraries (langchain-openai, openai-agents, litellm,
-                                             # instructor) on openai 1.x, 2.x, 3.x against a loopback OpenAI
+                                             # instructor, llama-index) on openai 1.x, 2.x, 3.x against a
+                                             # loopback fake OpenAI
     nox -s "libraries(litellm-openai3)"      # one of them
 
 Why these releases: each one sits on a boundary of `../shared/research/openai_surface.md` (chat `parse` moving
@@ -119,20 +120,33 @@ def tests(session: nox.Session, openai: str) -> None:
 #            instructor 1.17.0 with openai 3.3.0 (it caps jiter < 0.15; openai >= 3.4 needs jiter >= 0.16)
 #   openai2: langchain-openai 1.7.4, openai-agents 0.20.0, litellm 1.110.2, instructor 1.17.0 (openai 2.54.0)
 #   openai1: langchain-openai 1.1.9, openai-agents 0.3.3, litellm 1.80.0, instructor 1.12.0 (openai 1.109.1)
+#   llama-index (llms-openai 0.8.3, embeddings-openai 0.7.0, core 0.14.25) caps openai < 3: openai2 and
+#   openai1 only (2.54.0 and 1.109.1).
 # The session prints the versions it got. Tests run against a loopback fake OpenAI
 # (tests/libraries/fake_server.py); a guard fails any test that tries to reach another host.
 # `pytest tests/libraries` in any environment skips the libraries that are not installed.
-LIBRARY_MODULES = {
-    "langchain-openai": "test_langchain_openai.py",
-    "openai-agents": "test_openai_agents.py",
-    "litellm": "test_litellm.py",
-    "instructor": "test_instructor.py",
+LIBRARY_MODULES = {  # session name: (what to install, test module, openai majors it installs beside)
+    "langchain-openai": (("langchain-openai",), "test_langchain_openai.py", "321"),
+    "openai-agents": (("openai-agents",), "test_openai_agents.py", "321"),
+    "litellm": (("litellm",), "test_litellm.py", "321"),
+    "instructor": (("instructor",), "test_instructor.py", "321"),
+    "llama-index": (
+        ("llama-index-llms-openai", "llama-index-embeddings-openai"),
+        "test_llama_index.py",
+        "21",
+    ),
 }
 OPENAI_MAJORS = {"1": ("openai<2", "3.11"), "2": ("openai>=2,<3", "3.12"), "3": ("openai>=3,<4", "3.13")}
-LIBRARY_SESSIONS = [(lib, major) for major in ("3", "2", "1") for lib in LIBRARY_MODULES]
+LIBRARY_SESSIONS = [
+    (lib, major)
+    for major in ("3", "2", "1")
+    for lib, (_, _, majors) in LIBRARY_MODULES.items()
+    if major in majors
+]
 LIBRARY_VERSIONS = """
 import importlib.metadata as m, sys
-names = ["openai", "langchain-openai", "langchain-core", "openai-agents", "litellm", "instructor"]
+names = ["openai", "langchain-openai", "langchain-core", "openai-agents", "litellm", "instructor",
+         "llama-index-core", "llama-index-llms-openai", "llama-index-embeddings-openai"]
 found = []
 for name in names:
     try:
@@ -154,9 +168,10 @@ print("python", sys.version.split()[0], "|", ", ".join(found))
 def libraries(session: nox.Session, library: str, major: str) -> None:
     """One real library against a loopback OpenAI (e.g. `libraries(litellm-openai3)`): one exact event
     per HTTP call, the library's output unchanged."""
-    session.install("-e", ".[test]", library, OPENAI_MAJORS[major][0])
+    requirements, module_name, _ = LIBRARY_MODULES[library]
+    session.install("-e", ".[test]", *requirements, OPENAI_MAJORS[major][0])
     session.run("python", "-c", LIBRARY_VERSIONS)
-    module = f"tests/libraries/{LIBRARY_MODULES[library]}"
+    module = f"tests/libraries/{module_name}"
     session.run("pytest", "-q", "tests/libraries/test_fake_server.py", module, *session.posargs)
 
 
