@@ -7,6 +7,10 @@
     nox -s tests                             # every release below
     nox -s verify-targets [-- --write-docs]  # the table against every published wheel (downloads ~400)
     nox -s lint typecheck
+    nox -t libraries                         # real libraries (langchain-openai, openai-agents, litellm,
+                                             # instructor, llama-index) on openai 1.x, 2.x, 3.x against a
+                                             # loopback fake OpenAI
+    nox -s "libraries(litellm-openai3)"      # one of them
 
 Why these releases: each one sits on a boundary of `../shared/research/openai_surface.md` (chat `parse` moving
 from beta at 1.92.0, the chat package split at 1.63.0, responses at 1.66.x, httpx2 at 3.0.0, lazy package
@@ -112,6 +116,69 @@ def tests(session: nox.Session, openai: str) -> None:
     session.install("-e", ".[test]", spec, *pins)
     session.run("python", "-c", "import sys, openai; print(sys.version.split()[0], openai.__version__)")
     session.run("pytest", *session.posargs)
+
+
+# Real libraries that call OpenAI for an app (issue 15), each in its own session, on each `openai` major:
+# the library is unpinned and the resolver picks the newest release of it that installs beside the newest
+# openai of that major, so a new release is tested the day it ships and each library keeps the newest
+# openai it supports. On 2026-12-01 that resolves to:
+#   openai3: langchain-openai 1.7.4, openai-agents 0.24.0, litellm 1.110.2 with openai 3.57.0, and
+#            instructor 1.17.0 with openai 3.3.0 (it caps jiter < 0.15; openai >= 3.4 needs jiter >= 0.16)
+#   openai2: langchain-openai 1.7.4, openai-agents 0.20.0, litellm 1.110.2, instructor 1.17.0 (openai 2.54.0)
+#   openai1: langchain-openai 1.1.9, openai-agents 0.3.3, litellm 1.80.0, instructor 1.12.0 (openai 1.109.1)
+#   llama-index (llms-openai 0.8.3, embeddings-openai 0.7.0, core 0.14.25) caps openai < 3: openai2 and
+#   openai1 only (2.54.0 and 1.109.1).
+# The session prints the versions it got. Tests run against a loopback fake OpenAI
+# (tests/libraries/fake_server.py); a guard fails any test that tries to reach another host.
+# `pytest tests/libraries` in any environment skips the libraries that are not installed.
+LIBRARY_MODULES = {  # session name: (what to install, test module, openai majors it installs beside)
+    "langchain-openai": (("langchain-openai",), "test_langchain_openai.py", "321"),
+    "openai-agents": (("openai-agents",), "test_openai_agents.py", "321"),
+    "litellm": (("litellm",), "test_litellm.py", "321"),
+    "instructor": (("instructor",), "test_instructor.py", "321"),
+    "llama-index": (
+        ("llama-index-llms-openai", "llama-index-embeddings-openai"),
+        "test_llama_index.py",
+        "21",
+    ),
+}
+OPENAI_MAJORS = {"1": ("openai<2", "3.11"), "2": ("openai>=2,<3", "3.12"), "3": ("openai>=3,<4", "3.13")}
+LIBRARY_SESSIONS = [
+    (lib, major)
+    for major in ("3", "2", "1")
+    for lib, (_, _, majors) in LIBRARY_MODULES.items()
+    if major in majors
+]
+LIBRARY_VERSIONS = """
+import importlib.metadata as m, sys
+names = ["openai", "langchain-openai", "langchain-core", "openai-agents", "litellm", "instructor",
+         "llama-index-core", "llama-index-llms-openai", "llama-index-embeddings-openai"]
+found = []
+for name in names:
+    try:
+        found.append(f"{name} {m.version(name)}")
+    except m.PackageNotFoundError:
+        pass
+print("python", sys.version.split()[0], "|", ", ".join(found))
+"""
+
+
+@nox.session
+@nox.parametrize(
+    "python,library,major",
+    [
+        nox.param(OPENAI_MAJORS[major][1], lib, major, id=f"{lib}-openai{major}", tags=["ci", "libraries"])
+        for lib, major in LIBRARY_SESSIONS
+    ],
+)
+def libraries(session: nox.Session, library: str, major: str) -> None:
+    """One real library against a loopback OpenAI (e.g. `libraries(litellm-openai3)`): one exact event
+    per HTTP call, the library's output unchanged."""
+    requirements, module_name, _ = LIBRARY_MODULES[library]
+    session.install("-e", ".[test]", *requirements, OPENAI_MAJORS[major][0])
+    session.run("python", "-c", LIBRARY_VERSIONS)
+    module = f"tests/libraries/{module_name}"
+    session.run("pytest", "-q", "tests/libraries/test_fake_server.py", module, *session.posargs)
 
 
 @nox.session(name="verify-targets", python="3.13")
