@@ -386,13 +386,6 @@ class Spool:
             logger.debug("cmdrdata-autopatch: spool ack failed: %s", redact(repr(exc)))
 
     def _retire_if_done(self, segment: Segment) -> None:
-        if (
-            segment is self._active
-            and segment.read_offset >= segment.end
-            and segment.settled >= segment.loaded
-        ):
-            segment.active = False
-            self._active = None
         if not segment.done or segment not in self._segments:
             return
         unlink(segment.path)  # unlink while still locked, so no claimer can open a live name
@@ -407,6 +400,21 @@ class Spool:
         self.counters["deleted_segments"] += 1
         if self._bytes is not None:
             self._bytes = max(0, self._bytes - segment.end)
+
+    def seal(self) -> None:
+        """Stop appending to the active segment (exit, shutdown); delete it now if all of it is settled.
+
+        The active segment is kept while the process runs even when fully acknowledged, so a steady trickle
+        of events does not create (and fsync the name of) a new file for every batch.
+        """
+        try:
+            with self._lock:
+                segment, self._active = self._active, None
+                if segment is not None:
+                    segment.active = False
+                    self._retire_if_done(segment)
+        except Exception as exc:
+            logger.debug("cmdrdata-autopatch: spool seal failed: %s", redact(repr(exc)))
 
     # -- delivery bookkeeping, fork --------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ is empty. A reply can answer with any status and a `Retry-After`, wait before an
 answer (`hang`, until `release()` or `stop()`), or *store the event and then drop the connection without
 answering* (`drop=True`), which is the case that makes idempotency keys necessary.
 
+`latency` adds a fixed delay to every answer (the delivery tests use 50 ms: a hosted API's round trip).
+
 What the server saw is in `received` (every request: event id, body bytes, headers, arrival time, pid of the
 sender if the event's metadata carries one) and in `stored` (event id -> how many times it was committed).
 With `dedup=True` a second commit of the same id answers `duplicate_status` (409) and is not counted again,
@@ -81,6 +83,7 @@ class _State:
     release: threading.Event = field(default_factory=threading.Event)
     dedup: bool = False
     duplicate_status: int = 409
+    latency: float = 0.0  # added to every answer: a backend that is a round trip away
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
@@ -110,8 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
             event_id = self.headers.get("Idempotency-Key")
         with state.lock:
             reply = state.script.popleft() if state.script else state.default
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.delay or state.latency:
+            time.sleep(reply.delay + state.latency)
         if reply.hang:
             self._record(event_id, body, now, wall, reply, "hang")
             state.release.wait()
@@ -171,8 +174,16 @@ class _Server(ThreadingHTTPServer):
 class FakeCmdrData:
     """The fake server. Start/stop explicitly or use it as a context manager."""
 
-    def __init__(self, *, dedup: bool = False, duplicate_status: int = 409, default: Reply = Reply()) -> None:
-        self._state = _State(default=default, dedup=dedup, duplicate_status=duplicate_status)
+    def __init__(
+        self,
+        *,
+        dedup: bool = False,
+        duplicate_status: int = 409,
+        default: Reply = Reply(),
+        latency: float = 0.0,
+    ) -> None:
+        """`latency`: seconds added to every answer (a backend that is a round trip away)."""
+        self._state = _State(default=default, dedup=dedup, duplicate_status=duplicate_status, latency=latency)
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -255,6 +266,10 @@ class FakeCmdrData:
     def wait_for_stored(self, n: int, timeout: float = 10.0) -> bool:
         """Wait until at least `n` distinct event ids were stored."""
         return self.wait_for(lambda s: len(s.stored) >= n, timeout)
+
+    def set_latency(self, latency: float) -> None:
+        with self._state.lock:
+            self._state.latency = latency
 
     def wait_for_requests(self, n: int, timeout: float = 10.0) -> bool:
         return self.wait_for(lambda s: len(s.received) >= n, timeout)

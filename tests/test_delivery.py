@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 from cmdrdata_autopatch.events import UsageEvent
-from cmdrdata_autopatch.exporter import BackgroundExporter, Backoff, assert_invariant
+from cmdrdata_autopatch.exporter import BackgroundExporter, Backoff
+
+from .support import assert_invariant
 from cmdrdata_autopatch.spool import Spool
 from cmdrdata_autopatch.transports import HttpTransport
 
