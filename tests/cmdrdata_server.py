@@ -66,6 +66,7 @@ class Received:
     wall_time: float  # time.time() at arrival (comparable across processes)
     reply: Reply
     outcome: str = ""  # "stored", "duplicate", "status", "hang", "dropped"
+    peer_port: int = 0  # the client's port: one per connection (keep-alive shows as one port)
 
     @property
     def wire(self) -> dict[str, Any]:
@@ -154,7 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         headers = {key: value for key, value in self.headers.items()}
         with state.lock:
-            state.received.append(Received(event_id, body, headers, now, wall, reply, outcome))
+            peer = int(self.client_address[1])
+            state.received.append(Received(event_id, body, headers, now, wall, reply, outcome, peer))
             state.changed.notify_all()
 
 
