@@ -45,6 +45,7 @@ _lock = threading.Lock()
 _installed = False
 _previous: dict[int, Handler] = {}
 _mp_children = False
+_ending = False  # an exit drain is running: a signal arriving meanwhile must not cut it short
 
 
 def register(pipeline: Drainable) -> None:
@@ -63,14 +64,25 @@ def register(pipeline: Drainable) -> None:
 
 
 def run_exit() -> None:
-    """Run every live pipeline's exit drain (each runs at most once per process)."""
-    for pipeline in list(_pipelines):
-        pipeline.exit_drain()
+    """Run every live pipeline's exit drain (each runs at most once per process).
+
+    While it runs, SIGTERM/SIGINT are left pending in effect: a `multiprocessing` worker that got its
+    sentinel drains in its finalizer while the pool already sends SIGTERM, and dying then would lose what
+    the drain was about to deliver. The process is ending anyway, within the exit budget.
+    """
+    global _ending
+    was_ending, _ending = _ending, True
+    try:
+        for pipeline in list(_pipelines):
+            pipeline.exit_drain()
+    finally:
+        _ending = was_ending
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _ending
     _lock = threading.Lock()
+    _ending = False
     for pipeline in list(_pipelines):
         try:
             pipeline.after_fork_child()
@@ -123,14 +135,29 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> Any:
     previous = _previous.get(signum)
     if callable(previous):
         return previous(signum, frame)  # the application's handler (or Python's SIGINT one) decides
-    if previous == signal.SIG_IGN:
-        return None
+    if previous == signal.SIG_IGN or _ending:
+        return None  # an exit drain is running (this handler runs nested in it): let it finish
     try:
         run_exit()
     finally:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)  # end the way the signal would have ended us
     return None
+
+
+def block_signals_in_this_thread() -> None:
+    """Called first by each of our threads: SIGTERM/SIGINT must reach the main thread, never ours.
+
+    A process-directed signal goes to any thread that does not block it. Delivered to one of our threads,
+    it would not interrupt the main thread's blocking call (a lock, a queue `get`), so the Python handler
+    would not run until that call returned, which in a `multiprocessing` worker can be never.
+    """
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is not None:
+        try:
+            mask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        except (OSError, ValueError):
+            pass
 
 
 def stderr_line(line: str) -> None:

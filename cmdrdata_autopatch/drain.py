@@ -168,6 +168,9 @@ class Drains:
         timeout = max(0.0, timeout)
         until = start + timeout - min(0.1, timeout * 0.1)  # kept for writing the spool
         with_orphans = final and self._spool is not None
+        if with_orphans and self._spool is not None and not state.orphan_scan and self._spool.has_orphans():
+            with state.lock:  # a short-lived process replays what dead ones left, within its exit budget
+                state.orphan_scan, state.orphan_at = True, start
         with state.lock:
             delivered0, lost0 = state.ledger.delivered, state.ledger.lost()
             if state.outstanding(with_orphans) == 0 and state.in_flight == 0:
@@ -288,7 +291,11 @@ class Drains:
             replayed0 = state.ledger.replayed
             state.flush_requests += 1
             try:
-                self._wait_locked(deadline, with_orphans=True)
+                while state.outstanding(True) > 0 and state.health.auth_failures == 0:
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0 or state.health.pause_end() >= deadline:
+                        break
+                    state.done_cv.wait(remaining)
             finally:
                 state.flush_requests -= 1
             return {

@@ -205,6 +205,7 @@ class DeliveryPipeline(Drains, RecorderBase):
 
     def _intake_loop(self, gen: int) -> None:
         self._tls.worker = True
+        _process.block_signals_in_this_thread()
         while True:
             try:
                 batch = self._next_intake_batch(gen)

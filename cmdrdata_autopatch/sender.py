@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from . import _process
 from .diagnostics import logger, redact, report_internal_error
 from .pending import DeliveryState, Item, Lifecycle
 from .transports import Outcome, SendResult, Transport
@@ -92,6 +93,7 @@ class SenderPool:
 
     def _loop(self, gen: int) -> None:
         self.tls.worker = True
+        _process.block_signals_in_this_thread()
         while True:
             try:
                 action, payload = self.next_action(gen)

@@ -89,7 +89,8 @@ class Spool:
         self.max_age = max_age
         self.fsync = fsync if fsync in FSYNC_POLICIES else "interval"
         self.fsync_interval = fsync_interval
-        self._lock = threading.Lock()
+        # re-entrant: the exit drain may run in a signal handler that interrupted this thread inside the spool
+        self._lock = threading.RLock()
         self._segments: list[Segment] = []
         self._active: Optional[Segment] = None
         self._seq = 0
@@ -446,7 +447,7 @@ class Spool:
                         pass
         self._segments = []
         self._active = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._start_ms = int(time.time() * 1000)
         self._seq = 0
         self._dirty = False
