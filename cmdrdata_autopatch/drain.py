@@ -138,6 +138,8 @@ class Drains:
                 return
             self._exit_done = True
             delivered, saved, _ = self.drain(self.exit_timeout, final=True)
+            if self._spool is not None:
+                self._spool.seal()  # a fully acknowledged last segment goes now, not with the next run
             with self._state.lock:
                 lost = dict(self._state.ledger.dropped)
                 last_error = self._state.last_error
@@ -240,8 +242,6 @@ class Drains:
         written = self._write_leftovers(to_write, final)
         if self._spool is not None:
             self._spool.sync(force=True)
-            if final:
-                self._spool.seal()
         with state.lock:
             return state.ledger.spool_pending if final else written
 

@@ -100,7 +100,13 @@ class Health:
         return recovered
 
     def on_retry(self, now: float, retry_after: Optional[float]) -> float:
-        """Record a retryable failure; pause everyone. Returns the pause in seconds."""
+        """Record a retryable failure; pause everyone. Returns the pause in seconds.
+
+        Failures of requests that were already in flight when a pause began are one outage, not many: they
+        neither lengthen the pause nor shrink the window again (a server Retry-After still counts).
+        """
+        if now < self.paused_until:
+            return self._pause(now, self.paused_until - now, retry_after)
         self.failures += 1
         self.window = max(1, self.window // 2)  # multiplicative decrease
         self._grow_credit = 0
@@ -111,6 +117,8 @@ class Health:
 
     def on_auth(self, now: float, retry_after: Optional[float]) -> float:
         """Record a 401/403: pause 5 s doubling to 5 min. Returns the pause in seconds."""
+        if now < self.paused_until:  # the other requests of the same moment: one failure, not sixteen
+            return self._pause(now, self.paused_until - now, retry_after)
         self.auth_failures += 1
         if self.outage_since is None:
             self.outage_since = now

@@ -63,6 +63,7 @@ class SenderPool:
         self.flying: set[Item] = set()  # being sent (the exit drain gives up on the ones that hang)
         self._waiting = [0]  # a new box per generation: threads of an old one decrement their own
         self.last_note = 0.0
+        self.rtt = 0.0  # a moving average of one attempt's duration (seconds)
 
     # -- threads -------------------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class SenderPool:
                 if allowed == 0:
                     self._wait(max(0.001, state.health.pause_end(state.exiting) - now))
                     continue
-                if state.ready and state.in_flight < allowed:
+                if state.ready and state.in_flight < allowed and not self._too_late_locked(now):
                     item = state.ready.pop()
                     state.in_flight += 1
                     state.in_flight_local += item.local
@@ -137,6 +138,16 @@ class SenderPool:
                     state.loading = True
                     return Action.LOAD, load
                 self._wait(self._orphan_wait_locked(now))
+
+    def _too_late_locked(self, now: float) -> bool:
+        """During the exit drain, an attempt that cannot finish in time is not started.
+
+        Its event stays on disk for the next run. Started anyway, the server might store it after we gave up
+        waiting, and the next run would send it again (no ack was logged): a duplicate for the server to
+        absorb, and the exit budget spent on nothing.
+        """
+        state = self.state
+        return state.exiting and self.spool is not None and state.exit_deadline - now < 2 * self.rtt + 0.02
 
     def _wait(self, timeout: Optional[float]) -> None:
         box = self._waiting
@@ -172,8 +183,10 @@ class SenderPool:
     # -- one attempt ---------------------------------------------------------------------------------
 
     def send(self, item: Item, timeout: Optional[float]) -> SendResult:
+        started = _monotonic()
         try:
             result = self.transport.send(item.event_id, item.body, timeout)
+            self.rtt += (_monotonic() - started - self.rtt) * 0.2  # benign race: an estimate
         except Exception as exc:  # a third-party transport broke its contract: keep the event
             report_internal_error("transport send", exc)
             result = SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))

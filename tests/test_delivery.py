@@ -24,12 +24,11 @@ import pytest
 
 from cmdrdata_autopatch.events import UsageEvent
 from cmdrdata_autopatch.exporter import BackgroundExporter, Backoff
-
-from .support import assert_invariant
 from cmdrdata_autopatch.spool import Spool
 from cmdrdata_autopatch.transports import HttpTransport
 
 from .cmdrdata_server import FakeCmdrData, Reply
+from .support import assert_invariant
 
 KEY = "tk-delivery-test-key-0001"
 REPO = str(Path(__file__).resolve().parents[1])

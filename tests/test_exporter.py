@@ -31,8 +31,6 @@ from cmdrdata_autopatch.exporter import (
 )
 from cmdrdata_autopatch.httptransport import HttpTransport
 from cmdrdata_autopatch.spool import Spool
-
-from .support import assert_invariant, eventually
 from cmdrdata_autopatch.transports import (
     ConsoleTransport,
     JsonlTransport,
@@ -40,6 +38,8 @@ from cmdrdata_autopatch.transports import (
     Outcome,
     SendResult,
 )
+
+from .support import assert_invariant, eventually
 
 
 def make_event(i: int = 0, customer: str = "c1", metadata: Optional[dict[str, Any]] = None) -> UsageEvent:
@@ -276,7 +276,9 @@ def test_overflow_with_spool_goes_to_disk_then_is_delivered(
     assert list(tmp_path.glob("*.jsonl")) == []  # every segment acknowledged and deleted
 
 
-def test_events_are_written_ahead_during_an_outage(exporters: list[BackgroundExporter], tmp_path: Path) -> None:
+def test_events_are_written_ahead_during_an_outage(
+    exporters: list[BackgroundExporter], tmp_path: Path
+) -> None:
     transport = ScriptedTransport(*[RETRY] * 10_000)
     exporter = new(exporters, transport, spool=Spool(tmp_path))
     for i in range(30):

@@ -147,8 +147,18 @@ def test_uvicorn_under_cmdrdata_run_stopped_with_sigterm_delivers_every_call(
             "PYTHONPATH": str(APPS_DIR),
         }
     )
-    command = [*console_script("cmdrdata-run"), sys.executable, "-m", "uvicorn", "uvicorn_app:app", "--uds", sock]
-    proc = subprocess.Popen(command, env=env, cwd=str(APPS_DIR), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = [
+        *console_script("cmdrdata-run"),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "uvicorn_app:app",
+        "--uds",
+        sock,
+    ]
+    proc = subprocess.Popen(
+        command, env=env, cwd=str(APPS_DIR), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         assert eventually(lambda: os.path.exists(sock) or proc.poll() is not None, 30)
         with httpx.Client(transport=httpx.HTTPTransport(uds=sock), timeout=10) as client:
@@ -183,7 +193,9 @@ if __name__ == "__main__":
 
 @POSIX
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_pool_context_workers_terminated_by_the_pool_lose_nothing(server: FakeCmdrData, tmp_path: Path) -> None:
+def test_pool_context_workers_terminated_by_the_pool_lose_nothing(
+    server: FakeCmdrData, tmp_path: Path
+) -> None:
     started = time.monotonic()
     proc = start_python(POOL_APP, _env(server, tmp_path, 0))
     out, err = proc.communicate(timeout=60)
