@@ -127,9 +127,8 @@ class HttpTransport:
             connect, read = min(connect, budget), min(read, budget)
         if _unsafe_header(event_id):
             return SendResult(Outcome.REJECTED, reason="invalid_event_id", detail="event id is not a header")
-        request = b"".join(
-            (self._prefix, event_id.encode("latin-1"), b"\r\nContent-Length: ", b"%d\r\n\r\n" % len(body), body)
-        )
+        length = b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        request = b"".join((self._prefix, event_id.encode("latin-1"), length, body))
         for attempt in (0, 1):
             with self._lock:
                 conn = self._idle.pop() if self._idle else None

@@ -115,8 +115,8 @@ class SenderPool:
         state = self.state
         with state.lock:
             while True:
-                if gen != state.generation:
-                    return Action.STOP, None
+                if gen != state.generation or state.lifecycle is Lifecycle.CLOSED:
+                    return Action.STOP, None  # after the final drain, what is left stays on disk
                 if state.lifecycle is Lifecycle.PARKING:
                     self._wait(None)
                     continue

@@ -212,7 +212,8 @@ def test_events_are_serialized_promptly_while_the_backend_hangs(exporters: list[
     stats = exporter.stats()
     assert stats["delivered"] == 0 and stats["queued_bytes"] > 0  # bytes are accounted on serialized bodies
     transport.gate.set()
-    assert exporter.flush(10) == (50, 0)
+    assert exporter.flush(10)[1] == 0  # (some may be delivered before flush() is even called)
+    assert exporter.stats()["delivered"] == 50
     assert all(json.loads(body)["total_tokens"] == 7 for body in transport.bodies)
 
 
