@@ -73,7 +73,10 @@ class SenderPool:
         if self._waiting[0] > 0:
             state.send_cv.notify()
             return
-        if len(self.threads) < state.health.max_in_flight and (state.ready or not self.threads):
+        alive = len(self.threads)
+        # one more sender only when the backlog outgrows the ones running: at a trickle (or a backend with
+        # no latency) two threads keep up, and every extra thread costs GIL hand-offs in the application
+        if alive < state.health.max_in_flight and (len(state.ready) > 2 * alive or not alive):
             self.start_one_locked()
 
     def start_one_locked(self) -> bool:

@@ -66,6 +66,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 FSYNC_POLICIES = ("interval", "always", "off")
+ACK_BATCH = 64  # acks written together (a crash loses at most these: duplicates the event id absorbs)
 
 __all__ = ["Appended", "LoadResult", "Spool", "SpoolEntry", "default_spool_root", "partition_name"]
 
@@ -101,6 +102,7 @@ class Spool:
         self._dir_ready = False
         self._bytes: Optional[int] = None  # bytes in the directory (all writers), learned on first write
         self._dirty = False
+        self._acks_waiting = False
         self._last_sync = 0.0
         self.disabled_reason: Optional[str] = None if fcntl is not None else "no fcntl.flock on this platform"
         self._warned = False
@@ -255,7 +257,8 @@ class Spool:
         self._last_sync = time.monotonic()
 
     def sync(self, force: bool = False) -> None:
-        """fsync the active segment if the policy says it is due (`force`: now, e.g. at exit)."""
+        """Write pending acks; fsync the active segment if the policy says it is due (`force`: now)."""
+        self.write_acks()
         if self.fsync == "off" or not self._dirty:
             return
         if not force and time.monotonic() - self._last_sync < self.fsync_interval:
@@ -277,7 +280,8 @@ class Spool:
 
     @property
     def sync_pending(self) -> bool:
-        return self._dirty and self.fsync == "interval"
+        """Something for one late `sync()` once events stop arriving (an fsync, or acks to write)."""
+        return (self._dirty and self.fsync == "interval") or self._acks_waiting
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -379,12 +383,35 @@ class Spool:
                     if segment.done:
                         self._retire_if_done(segment)
                     else:
-                        if segment.ack_fd is None:
-                            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                            segment.ack_fd = os.open(segment.path + ACK_SUFFIX, flags, 0o600)
-                        os.write(segment.ack_fd, entry.event_id.encode("ascii") + b"\n")
+                        segment.pending_acks.append(entry.event_id)
+                        self._acks_waiting = True
+                        if len(segment.pending_acks) >= ACK_BATCH:
+                            self._write_acks(segment)
         except Exception as exc:
             logger.debug("cmdrdata-autopatch: spool ack failed: %s", redact(repr(exc)))
+
+    def _write_acks(self, segment: Segment) -> None:
+        """Append the segment's pending acks to its ack log in one write (one syscall per batch, not per
+        event: each one would hand the GIL back and forth with a busy application)."""
+        ids, segment.pending_acks = segment.pending_acks, []
+        if not ids:
+            return
+        if segment.ack_fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            segment.ack_fd = os.open(segment.path + ACK_SUFFIX, flags, 0o600)
+        os.write(segment.ack_fd, "".join(event_id + "\n" for event_id in ids).encode("latin-1"))
+
+    def write_acks(self) -> None:
+        """Put every pending ack on disk now (the intake does it after each batch; exit and seal too)."""
+        if not self._acks_waiting:
+            return
+        try:
+            with self._lock:
+                self._acks_waiting = False
+                for segment in self._segments:
+                    self._write_acks(segment)
+        except Exception as exc:
+            logger.debug("cmdrdata-autopatch: spool ack write failed: %s", redact(repr(exc)))
 
     def _retire_if_done(self, segment: Segment) -> None:
         if not segment.done or segment not in self._segments:
@@ -408,6 +435,7 @@ class Spool:
         The active segment is kept while the process runs even when fully acknowledged, so a steady trickle
         of events does not create (and fsync the name of) a new file for every batch.
         """
+        self.write_acks()
         try:
             with self._lock:
                 segment, self._active = self._active, None
@@ -451,5 +479,6 @@ class Spool:
         self._start_ms = int(time.time() * 1000)
         self._seq = 0
         self._dirty = False
+        self._acks_waiting = False
         for key in self.counters:
             self.counters[key] = 0

@@ -80,6 +80,7 @@ class Segment:
     settled: int = 0  # lines acknowledged
     unloaded: int = 0  # lines written by us, on disk only (local segments)
     ack_fd: Optional[int] = None
+    pending_acks: list[str] = field(default_factory=list)  # settled ids not yet in the ack log
     acked: set[str] = field(default_factory=set)  # ids settled by an earlier owner (claimed orphans)
 
     @property

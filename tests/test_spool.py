@@ -46,6 +46,7 @@ def test_append_load_ack_deletes_segment_when_all_acked(tmp_path: Path) -> None:
     assert all(e.local for e in entries)
     for entry in entries[:4]:
         spool.ack(entry)
+    spool.sync()  # acks are written in batches; sync() writes what is pending
     acks = Path(str(segment) + ".acks")
     assert acks.read_text().split() == [r[0] for r in recs[:4]]  # acknowledgements are on disk
     spool.ack(entries[4])
