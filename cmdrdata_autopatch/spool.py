@@ -21,7 +21,8 @@ Layout and guarantees:
 - fsync policy (`fsync`): `interval` (default) writes every batch with `write()` at once (it survives the
   process dying) and `fsync`s it at most once a second while events arrive, at segment rotation, and at
   exit, so an operating-system crash loses at most about a second; `always` fsyncs every batch; `off`
-  never fsyncs. Ack logs are never fsynced: a lost ack costs a duplicate send, which the event id dedups.
+  never fsyncs. Acks are written in batches (64 at a time, after each intake batch, at seal and at exit)
+  and never fsynced: a lost ack costs a duplicate send, which the event id dedups.
 - A nearly full disk takes what fits: a batch is cut at the last complete line that was written (or at
   `max_bytes`), and the rest is reported as not written. A torn last line (a crash mid-write) is skipped
   and counted when read. Nothing here raises into the caller: an unusable directory disables the spool

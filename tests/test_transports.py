@@ -188,3 +188,38 @@ def test_memory_transport_keeps_bodies() -> None:
     assert transport.bodies == [event.to_json()]
     assert transport.event_ids == [event.event_id]
     assert transport.wire()[0] == json.loads(event.to_json())
+
+
+def test_http2_is_chosen_for_https_when_h2_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmdrdata_autopatch import httptransport
+
+    monkeypatch.setattr(httptransport, "_h2_installed", lambda: True)
+    assert HttpTransport(KEY, "https://api.cmdrdata.ai/api/events").protocol == "h2-capable"
+    assert HttpTransport(KEY, "http://127.0.0.1:9/api/events").protocol == "http/1.1"  # no h2c
+    monkeypatch.setattr(httptransport, "_h2_installed", lambda: False)
+    assert HttpTransport(KEY, "https://api.cmdrdata.ai/api/events").protocol == "http/1.1"
+
+
+def test_the_http2_capable_path_delivers_and_classifies(server: FakeCmdrData) -> None:
+    """Through httpx with `http2=True` (the fake server speaks HTTP/1.1, so ALPN-less fallback is used)."""
+    pytest.importorskip("h2")
+    server.script(Reply(429, retry_after="3"))
+    transport = HttpTransport(KEY, server.url, http2=True)
+    try:
+        event = make_event()
+        first = transport.send(event.event_id, event.to_json())
+        second = transport.send(event.event_id, event.to_json())
+    finally:
+        transport.close()
+    assert (first.outcome, first.retry_after) == (Outcome.RETRY, 3.0)
+    assert second.outcome is Outcome.DELIVERED
+    assert server.received[-1].headers.get("Idempotency-Key") == event.event_id
+    assert server.received[-1].headers.get("Authorization") == f"Bearer {KEY}"
+
+
+def test_header_injection_is_refused() -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        HttpTransport("tk-abc\r\nX-Evil: 1", "http://127.0.0.1:9/api/events")
+    transport = HttpTransport(KEY, "http://127.0.0.1:9/api/events")
+    result = transport.send("id\r\nX-Evil: 1", b"{}")
+    assert result.outcome is Outcome.REJECTED and KEY not in result.detail
