@@ -54,6 +54,9 @@ class Drains:
     def _start_replay(self, delay: bool) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _start_pending(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def flush(self, timeout: Optional[float] = 5.0) -> tuple[int, int]:
         """Wait until everything recorded so far is delivered (or dropped), at most `timeout` seconds.
 
@@ -73,11 +76,15 @@ class Drains:
                 if state.pending_local() == 0 or state.lifecycle is Lifecycle.CLOSED:
                     return (0, state.pending_local())
                 state.flush_requests += 1
-                try:
-                    self._kick_locked()
+                self._kick_locked()
+            try:
+                self._start_pending()
+                with state.lock:
                     self._wait_locked(deadline, with_orphans=False)
-                finally:
+            finally:
+                with state.lock:
                     state.flush_requests -= 1
+            with state.lock:
                 return (state.ledger.delivered - delivered, state.pending_local())
         except Exception as exc:
             report_internal_error("exporter flush", exc)
@@ -186,6 +193,7 @@ class Drains:
             self._kick_locked()
         saved = 0
         try:
+            self._start_pending()
             self.intake_here(until)
             if self._senders.alive():
                 with state.lock:

@@ -110,6 +110,7 @@ class DeliveryPipeline(Drains, RecorderBase):
             replay_batch=self._replay_batch,
         )
         self._intake_thread: Optional[threading.Thread] = None
+        self._intake_wanted = False
         self._first_seen: Optional[float] = None
 
     def after_fork_child(self) -> None:
@@ -176,20 +177,33 @@ class DeliveryPipeline(Drains, RecorderBase):
                 self._start_locked()
         finally:
             lock.release()
+        if self._intake_wanted:
+            self._start_pending()
         return True
 
     def _start_locked(self) -> None:
-        state = self._state
-        state.lifecycle = Lifecycle.RUNNING
-        try:
-            thread = threading.Thread(
-                target=self._intake_loop, args=(state.generation,), name="cmdrdata-intake", daemon=True
-            )
-            thread.start()
-            self._intake_thread = thread
-        except Exception as exc:  # interpreter shutdown refuses new threads; the exit drain works inline
-            logger.debug("cmdrdata-autopatch: could not start the intake thread: %r", exc)
+        """Mark the pipeline running and ask for its threads; `_start_pending()` starts them unlocked."""
+        self._state.lifecycle = Lifecycle.RUNNING
+        self._intake_wanted = True
         self._senders.wake_locked()
+
+    def _start_pending(self) -> None:
+        """Start the threads asked for under the lock (never under it: `Thread.start()` can be slow)."""
+        state = self._state
+        if self._intake_wanted:
+            with state.lock:
+                wanted, self._intake_wanted = self._intake_wanted, False
+                gen = state.generation
+            if wanted:
+                try:
+                    thread = threading.Thread(
+                        target=self._intake_loop, args=(gen,), name="cmdrdata-intake", daemon=True
+                    )
+                    thread.start()
+                    self._intake_thread = thread
+                except Exception as exc:  # interpreter shutdown refuses new threads: the drain works inline
+                    logger.debug("cmdrdata-autopatch: could not start the intake thread: %r", exc)
+        self._senders.spawn_pending()
 
     def _start_replay(self, delay: bool) -> None:
         lo, hi = self._replay_delay
@@ -200,6 +214,7 @@ class DeliveryPipeline(Drains, RecorderBase):
                 self._start_locked()
             self._senders.wake_locked()
             self._state.send_cv.notify_all()
+        self._start_pending()
 
     # -- intake: unresolved events -> serialized, written ahead, ready ---------------------------------
 
@@ -323,6 +338,7 @@ class DeliveryPipeline(Drains, RecorderBase):
             if state.ready:
                 self._senders.wake_locked()
             state.done_cv.notify_all()
+        self._senders.spawn_pending()
 
     def _keep(self, records: list[Record]) -> tuple[list[Item], int]:
         """Items for events that stay in memory; written ahead (with their spool entry) when enabled."""

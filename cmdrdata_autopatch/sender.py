@@ -64,6 +64,7 @@ class SenderPool:
         self._waiting = [0]  # a new box per generation: threads of an old one decrement their own
         self.last_note = 0.0
         self.rtt = 0.0  # a moving average of one attempt's duration (seconds)
+        self._spawn = 0  # threads asked for under the lock, started by spawn_pending() outside it
 
     # -- threads -------------------------------------------------------------------------------------
 
@@ -73,14 +74,24 @@ class SenderPool:
         if self._waiting[0] > 0:
             state.send_cv.notify()
             return
-        alive = len(self.threads)
+        alive = len(self.threads) + self._spawn
         # one more sender only when the backlog outgrows the ones running: at a trickle (or a backend with
         # no latency) two threads keep up, and every extra thread costs GIL hand-offs in the application
         if alive < state.health.max_in_flight and (len(state.ready) > 2 * alive or not alive):
-            self.start_one_locked()
+            self._spawn += 1
 
-    def start_one_locked(self) -> bool:
-        gen = self.state.generation
+    def spawn_pending(self) -> None:
+        """Start the sender threads `wake_locked` asked for. Never under the lock: `Thread.start()` waits for
+        the new thread to run, which on a busy machine can outlast the 50 ms `record()` may wait for it."""
+        if not self._spawn:
+            return
+        with self.state.lock:
+            n, self._spawn = self._spawn, 0
+            gen = self.state.generation
+        for _ in range(n):
+            self._start_one(gen)
+
+    def _start_one(self, gen: int) -> bool:
         try:
             thread = threading.Thread(
                 target=self._loop, args=(gen,), name=f"cmdrdata-sender-{len(self.threads)}", daemon=True
@@ -103,6 +114,7 @@ class SenderPool:
                 action, payload = self.next_action(gen)
                 if action is Action.STOP:
                     return
+                self.spawn_pending()
                 if action is Action.SEND:
                     assert isinstance(payload, Item)
                     state = self.state
@@ -230,6 +242,7 @@ class SenderPool:
             else:
                 message = self._retry_locked(item, result)
             state.done_cv.notify_all()
+        self.spawn_pending()
         if note and self.spool is not None:
             self._note_delivery(self.spool)
         if message:
@@ -303,6 +316,7 @@ class SenderPool:
                 self.wake_locked()
             state.send_cv.notify_all()
             state.done_cv.notify_all()
+        self.spawn_pending()
 
     def send_inline(self, until: float) -> None:
         """No sender thread could run (interpreter shutdown): send on the calling thread until `until`."""

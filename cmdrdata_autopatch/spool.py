@@ -41,20 +41,21 @@ from typing import Any, Optional
 from .diagnostics import logger, redact
 from .spoolfs import (
     ACK_SUFFIX,
-    LAST_DELIVERY_FILE,
     SEGMENT_SUFFIX,
     Appended,
     LoadResult,
     Segment,
     SpoolEntry,
-    count_lines,
     default_spool_root,
     directory_bytes,
+    expire_segment,
     fsync_dir,
+    has_foreign_segments,
     partition_name,
     read_acks,
     read_into,
     unlink,
+    write_last_delivery,
     write_lines,
 )
 
@@ -308,15 +309,7 @@ class Spool:
 
     def has_orphans(self) -> bool:
         """True when the directory holds segments that are not ours (cheap: one directory listing)."""
-        mine = {seg.path for seg in self._segments}
-        try:
-            with os.scandir(self.directory) as it:
-                return any(
-                    e.name.endswith(SEGMENT_SUFFIX) and not e.name.startswith(".") and e.path not in mine
-                    for e in it
-                )
-        except OSError:
-            return False
+        return has_foreign_segments(self.directory, {seg.path for seg in self._segments})
 
     def _claim_one(self) -> Optional[Segment]:
         if fcntl is None:
@@ -358,19 +351,7 @@ class Spool:
         return None
 
     def _expire(self, path: str, fd: int) -> None:
-        try:
-            lines = count_lines(fd) - len(read_acks(path + ACK_SUFFIX))
-            self.counters["expired_lines"] += max(0, lines)
-            logger.warning(
-                "cmdrdata-autopatch: dropped %d spooled event(s) older than %.0f days from %s",
-                lines,
-                self.max_age / 86400,
-                path,
-            )
-            unlink(path)
-            unlink(path + ACK_SUFFIX)
-        finally:
-            os.close(fd)
+        self.counters["expired_lines"] += expire_segment(path, fd, self.max_age)
 
     # -- acknowledgement -----------------------------------------------------------------------------
 
@@ -452,12 +433,7 @@ class Spool:
         """Remember when this partition last delivered an event (shown by `doctor`)."""
         try:
             self._ensure_dir()
-            path = os.path.join(self.directory, LAST_DELIVERY_FILE)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, f"{time.time():.3f}\n".encode())
-            finally:
-                os.close(fd)
+            write_last_delivery(self.directory)
         except OSError:
             pass
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
@@ -246,6 +247,46 @@ def directory_bytes(directory: str) -> int:
     except OSError:
         pass
     return total
+
+
+def has_foreign_segments(directory: str, mine: set[str]) -> bool:
+    """True when `directory` holds segments whose paths are not in `mine` (one directory listing)."""
+    try:
+        with os.scandir(directory) as it:
+            return any(
+                e.name.endswith(SEGMENT_SUFFIX) and not e.name.startswith(".") and e.path not in mine
+                for e in it
+            )
+    except OSError:
+        return False
+
+
+def expire_segment(path: str, fd: int, max_age: float) -> int:
+    """Delete a claimed segment older than `max_age` (and its ack log); returns the events it dropped."""
+    from .diagnostics import logger
+
+    try:
+        lines = max(0, count_lines(fd) - len(read_acks(path + ACK_SUFFIX)))
+        logger.warning(
+            "cmdrdata-autopatch: dropped %d spooled event(s) older than %.0f days from %s",
+            lines,
+            max_age / 86400,
+            path,
+        )
+        unlink(path)
+        unlink(path + ACK_SUFFIX)
+        return lines
+    finally:
+        os.close(fd)
+
+
+def write_last_delivery(directory: str) -> None:
+    """Stamp the partition with the time of a successful delivery (read by `doctor` and `replay`)."""
+    fd = os.open(os.path.join(directory, LAST_DELIVERY_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{time.time():.3f}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def read_last_delivery(directory: str) -> Optional[float]:
