@@ -59,6 +59,7 @@ def register(pipeline: Drainable) -> None:
         atexit.register(run_exit)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    if not _previous:  # not yet installed (e.g. the first pipeline was made off the main thread)
         install_signal_handlers()
     _register_mp_after_fork()
 
