@@ -286,3 +286,114 @@ def running(**kwargs: Any) -> Iterator[FakeCmdrData]:
         yield server
     finally:
         server.stop()
+
+
+class FakeCmdrDataH2:
+    """The same fake over HTTP/2 with TLS (ALPN `h2`), for the HTTP/2 multiplexing test.
+
+    Answers every request with 200 after `latency`, records what it saw in `received` (event id, headers,
+    client port), and tracks how many streams it held open at once (`max_concurrent_streams`). The
+    certificate is self-signed (clients use `verify=False`; loopback only). Needs the `h2` package.
+    """
+
+    def __init__(self, certfile: str, keyfile: str, latency: float = 0.05) -> None:
+        import ssl
+
+        self.latency = latency
+        self.received: list[Received] = []
+        self.max_concurrent_streams = 0
+        self.protocols: list[str] = []
+        self._open = 0
+        self._lock = threading.Lock()
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(certfile, keyfile)
+        self._context.set_alpn_protocols(["h2"])
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._sock.getsockname()[1]}{PATH}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, address = self._sock.accept()
+                conn = self._context.wrap_socket(raw, server_side=True)
+            except OSError:
+                return
+            with self._lock:
+                self.protocols.append(str(conn.selected_alpn_protocol()))
+            threading.Thread(target=self._serve, args=(conn, int(address[1])), daemon=True).start()
+
+    def _serve(self, sock: Any, port: int) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        write = threading.Lock()
+        h2conn.initiate_connection()
+        sock.sendall(h2conn.data_to_send())
+        streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        while True:
+            try:
+                data = sock.recv(65535)
+            except OSError:
+                return
+            if not data:
+                return
+            with write:
+                events = h2conn.receive_data(data)
+                for event in events:
+                    if isinstance(event, h2.events.RequestReceived):
+                        headers = {_text(k): _text(v) for k, v in event.headers}
+                        streams[event.stream_id] = (headers, bytearray())
+                    elif isinstance(event, h2.events.DataReceived):
+                        streams[event.stream_id][1].extend(event.data)
+                        h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        headers, body = streams.pop(event.stream_id)
+                        self._opened()
+                        args = (sock, h2conn, write, event.stream_id, headers, bytes(body), port)
+                        threading.Thread(target=self._answer, args=args, daemon=True).start()
+                sock.sendall(h2conn.data_to_send())
+
+    def _opened(self) -> None:
+        with self._lock:
+            self._open += 1
+            self.max_concurrent_streams = max(self.max_concurrent_streams, self._open)
+
+    def _answer(
+        self,
+        sock: Any,
+        h2conn: Any,
+        write: threading.Lock,
+        stream: int,
+        headers: dict[str, str],
+        body: bytes,
+        port: int,
+    ) -> None:
+        time.sleep(self.latency)
+        now = time.monotonic()
+        event_id = headers.get("idempotency-key")
+        with self._lock:
+            self.received.append(Received(event_id, body, headers, now, time.time(), Reply(), "stored", port))
+            self._open -= 1
+        reply = b'{"ok":true}'
+        with write:
+            try:
+                h2conn.send_headers(stream, [(":status", "200"), ("content-length", str(len(reply)))])
+                h2conn.send_data(stream, reply, end_stream=True)
+                sock.sendall(h2conn.data_to_send())
+            except Exception:  # the client closed the connection meanwhile (shutdown): nothing to answer
+                pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

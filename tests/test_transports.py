@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,57 @@ def test_header_injection_is_refused() -> None:
     transport = HttpTransport(KEY, "http://127.0.0.1:9/api/events")
     result = transport.send("id\r\nX-Evil: 1", b"{}")
     assert result.outcome is Outcome.REJECTED and KEY not in result.detail
+
+
+def test_http2_multiplexes_the_senders_over_few_connections(tmp_path: Path) -> None:
+    """Against a TLS server that offers h2 (ALPN): the senders share connections and their streams overlap."""
+    pytest.importorskip("h2")
+    import shutil
+    import subprocess
+
+    from cmdrdata_autopatch.exporter import BackgroundExporter
+
+    from .cmdrdata_server import FakeCmdrDataH2
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl to make a self-signed certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = FakeCmdrDataH2(cert, key, latency=0.05)
+    transport = HttpTransport(KEY, server.url, http2=True, verify=False)
+    exporter = BackgroundExporter(transport, register_exit=False, flush_interval=0.05)
+    try:
+        events = [make_event(i) for i in range(64)]
+        for event in events:
+            exporter.record(event)
+        assert exporter.flush(30)[1] == 0
+    finally:
+        exporter.shutdown(1)
+        server.close()
+    assert {r.event_id for r in server.received} == {e.event_id for e in events}
+    assert server.protocols and set(server.protocols) == {"h2"}  # HTTP/2 negotiated on every connection
+    # httpx may open a few connections while the first handshakes; after that, streams share them
+    assert len({r.peer_port for r in server.received}) <= 4
+    assert server.max_concurrent_streams > 1  # requests were multiplexed, not one after another
+    assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in server.received)
