@@ -38,8 +38,8 @@ class HttpTransport:
     HTTP/1.1. The trade-off: the httpx path costs httpx's per-request CPU (~250-300 µs of CPU
     per POST measured over HTTP/1.1, against ~30-60 µs here), so `http2=False` (or not installing `h2`)
     is the cheaper choice when the backend is near; HTTP/2 pays off when it is far and many events are in
-    flight on one connection. `HTTPS_PROXY`/`NO_PROXY` are honoured (CONNECT tunnel). Connections are opened lazily, and
-    forgotten (never closed under the parent's feet) in a forked child.
+    flight on one connection. `HTTPS_PROXY`/`NO_PROXY` are honoured (CONNECT tunnel). Connections are
+    opened lazily, and forgotten (never closed under the parent's feet) in a forked child.
     """
 
     def __init__(
