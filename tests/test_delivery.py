@@ -59,7 +59,8 @@ class RecordingBackoff(Backoff):
 
 @pytest.fixture
 def server() -> Iterator[FakeCmdrData]:
-    with FakeCmdrData() as fake:
+    """The loopback CmdrData, 50 ms away (a hosted API's round trip), as in every delivery test."""
+    with FakeCmdrData(latency=0.05) as fake:
         yield fake
 
 
