@@ -2,12 +2,14 @@
 
 A transport does one thing: try to deliver one event body and say what happened, as a `SendResult`. It never
 sleeps, never retries and never keeps events: retry policy, the pipeline-wide pause and the spool live in the
-exporter (`exporter.py`), which is the only caller. That split keeps each transport small enough to reason
-about, and lets every transport share one retry/accounting path.
+delivery pipeline (`sender.py`, `retry.py`), the only caller. That split keeps each transport small enough to
+reason about, and lets every transport share one retry/accounting path. A transport may be called from
+several sender threads at once (`HttpTransport` is; the local ones get one sender, which keeps file order).
 
-`HttpTransport` speaks DESIGN.md section 4: one event per `POST`, `Authorization: Bearer <key>`,
-`Idempotency-Key: <event_id>`, the body exactly `event.to_json()`. Responses are classified here (`classify`)
-because the mapping from status code to outcome is the billing contract and deserves one place:
+`HttpTransport` (in `httptransport.py`, loaded on first use) speaks DESIGN.md section 4: one event per `POST`,
+`Authorization: Bearer <key>`, `Idempotency-Key: <event_id>`, the body exactly `event.to_json()`. Responses
+are classified here (`classify`) because the mapping from status code to outcome is the billing contract and
+deserves one place:
 
     2xx, 409 (duplicate)                 -> DELIVERED
     408, 425, 429, 5xx, network errors   -> RETRY   (Retry-After, when given, is a floor for the pause)
