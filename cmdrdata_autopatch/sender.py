@@ -238,7 +238,8 @@ class SenderPool:
                     now = _monotonic()
                     if self.spool is not None and now - self.last_note >= NOTE_DELIVERY_EVERY:
                         self.last_note, note = now, True
-                self.wake_locked()
+                # no wake-up here: this thread takes the next event itself, and wakes another (next_action)
+                # only if more are ready; waking an idle sender per event costs a GIL hand-off each time
             else:
                 message = self._retry_locked(item, result)
             state.done_cv.notify_all()
