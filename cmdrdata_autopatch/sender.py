@@ -65,6 +65,8 @@ class SenderPool:
         self.last_note = 0.0
         self.rtt = 0.0  # a moving average of one attempt's duration (seconds)
         self._spawn = 0  # threads asked for under the lock, started by spawn_pending() outside it
+        self._starting = 0  # of those, being started now
+        self._named = 0
 
     # -- threads -------------------------------------------------------------------------------------
 
@@ -82,26 +84,35 @@ class SenderPool:
 
     def spawn_pending(self) -> None:
         """Start the sender threads `wake_locked` asked for. Never under the lock: `Thread.start()` waits for
-        the new thread to run, which on a busy machine can outlast the 50 ms `record()` may wait for it."""
-        if not self._spawn:
+        the new thread to run, which on a busy machine can outlast the 50 ms `record()` may wait for it.
+
+        A thread asked for stays counted in `_spawn` until it is in `threads`, so concurrent callers never
+        start more than `max_in_flight` between them."""
+        if self._spawn <= self._starting:
             return
         with self.state.lock:
-            n, self._spawn = self._spawn, 0
+            n = self._spawn - self._starting
+            self._starting += max(0, n)
             gen = self.state.generation
         for _ in range(n):
             self._start_one(gen)
 
-    def _start_one(self, gen: int) -> bool:
+    def _start_one(self, gen: int) -> None:
+        thread: Optional[threading.Thread] = None
         try:
+            self._named += 1
             thread = threading.Thread(
-                target=self._loop, args=(gen,), name=f"cmdrdata-sender-{len(self.threads)}", daemon=True
+                target=self._loop, args=(gen,), name=f"cmdrdata-sender-{self._named}", daemon=True
             )
             thread.start()
         except Exception as exc:  # interpreter shutdown refuses new threads: the drain sends inline
             logger.debug("cmdrdata-autopatch: could not start a sender thread: %r", exc)
-            return False
-        self.threads.append(thread)
-        return True
+            thread = None
+        with self.state.lock:
+            self._starting -= 1
+            self._spawn -= 1
+            if thread is not None:
+                self.threads.append(thread)
 
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self.threads)

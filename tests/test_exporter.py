@@ -129,7 +129,7 @@ def test_threads_start_lazily_and_stop_on_shutdown(exporters: list[BackgroundExp
     exporter.record(make_event())
     threads = exporter.threads()
     assert all(t.is_alive() and t.daemon for t in threads)
-    assert {t.name for t in threads} == {"cmdrdata-intake", "cmdrdata-sender-0"}
+    assert {t.name for t in threads} == {"cmdrdata-intake", "cmdrdata-sender-1"}
     exporter.flush(5)
     exporter.shutdown(1)
     assert exporter.lifecycle.value == "idle"
