@@ -369,3 +369,66 @@ def test_an_event_that_cannot_be_serialized_is_dropped_as_invalid(
     assert stats["dropped"] == {"invalid": 1}
     assert_invariant(stats)
     assert eventually(lambda: exporter.threads() != [], 1)  # the threads survived it
+
+
+# ---- 6. the pieces, alone ---------------------------------------------------------------------------
+
+
+def test_ready_queue_owns_its_counts() -> None:
+    from cmdrdata_autopatch.pending import Item, ReadyQueue
+
+    queue = ReadyQueue()
+    a, b, c = Item("a", b"xx"), Item("b", b"yyy", local=False), Item("c", b"z")
+    queue.push(a)
+    queue.push(b)
+    queue.push_front(c)
+    assert (len(queue), queue.local, queue.bytes) == (3, 2, 6)
+    assert queue.pop() is c and queue.pop_newest() is b
+    assert (len(queue), queue.local, queue.bytes) == (1, 1, 2)
+    queue.push(c)
+    assert queue.take(lambda item: item.event_id == "a") == [a]
+    assert (list(queue), queue.local, queue.bytes) == ([c], 1, 1)
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "off"])
+def test_every_fsync_policy_writes_ahead_and_delivers(
+    server: FakeCmdrData, exporters: list[Any], tmp_path: Path, policy: str
+) -> None:
+    exporter = http_exporter(exporters, server.url, spool=Spool(tmp_path, fsync=policy))
+    for i in range(50):
+        exporter.record(make_event(i))
+    assert exporter.flush(30)[1] == 0
+    stats = exporter.stats()
+    assert stats["written_ahead"] == 50 and stats["delivered"] == 50
+    exporter.shutdown(1)
+    assert not list(tmp_path.glob("*.jsonl"))  # all acknowledged: segment and ack log gone
+
+
+def test_write_ahead_off_keeps_events_in_memory_until_they_overflow(
+    server: FakeCmdrData, exporters: list[Any], tmp_path: Path
+) -> None:
+    exporter = http_exporter(exporters, server.url, spool=Spool(tmp_path), write_ahead=False)
+    for i in range(20):
+        exporter.record(make_event(i))
+    assert exporter.flush(30)[1] == 0
+    assert exporter.stats()["written_ahead"] == 0
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
+@POSIX
+def test_cmdrdata_signals_off_leaves_sigterm_alone(server: FakeCmdrData, tmp_path: Path) -> None:
+    code = """
+import os, signal, sys
+sys.path.insert(0, os.environ["REPO"])
+import cmdrdata_autopatch as cmdrdata
+cmdrdata.patch()
+print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+"""
+    env = {
+        "CMDRDATA_API_KEY": KEY,
+        "CMDRDATA_ENDPOINT": server.url,
+        "CMDRDATA_SPOOL_DIR": str(tmp_path),
+        "REPO": str(Path(__file__).parents[1]),
+    }
+    assert run_python(code, {**env, "CMDRDATA_SIGNALS": "off"}).stdout.strip() == "True"
+    assert run_python(code, env).stdout.strip() == "False"  # ours, chained to the default
