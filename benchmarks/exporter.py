@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 from cmdrdata_autopatch.events import UsageEvent  # noqa: E402
 from cmdrdata_autopatch.exporter import BackgroundExporter  # noqa: E402
-from cmdrdata_autopatch.transports import HttpTransport  # noqa: E402
+from cmdrdata_autopatch.httptransport import HttpTransport  # noqa: E402
 from tests.cmdrdata_server import FakeCmdrData, Reply  # noqa: E402
 
 KEY = "tk-benchmark-key"

@@ -193,11 +193,11 @@ class Subcommand(NamedTuple):
     summary: str
 
 
-# Adding a command is adding a row (the module is imported only when its command runs). At merge:
-#   "replay": Subcommand("replay", "replay_main", "deliver the spool now"),
+# Adding a command is adding a row (the module is imported only when its command runs).
 SUBCOMMANDS: dict[str, Subcommand] = {
     "run": Subcommand("cli", "run_main", "same as cmdrdata-run"),
     "doctor": Subcommand("doctor", "doctor_main", "check the installation"),
+    "replay": Subcommand("replay", "replay_main", "deliver the spool now"),
     "report": Subcommand("report", "report_main", "usage per customer and model from the local file"),
 }
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from .config import DEFAULT_ENDPOINT, Settings, load_settings
 from .events import UsageEvent
+from .recorder import call_optional
 from .targets import OLDEST_SUPPORTED, parse_version
 
 _FIX = f"pip install -U 'openai>={OLDEST_SUPPORTED}'"
@@ -87,18 +88,16 @@ class UsageTracker:
 
     def flush(self, timeout: float = 5.0) -> Any:
         """Deliver what was recorded so far, waiting at most `timeout` seconds."""
-        method = getattr(self.exporter, "flush", None)
-        return method(timeout) if callable(method) else None
+        return call_optional(self.exporter, "flush", timeout)
 
     def shutdown(self, timeout: float = 2.0) -> Any:
         """Flush, then stop delivering (a serverless handler calls this before it returns)."""
-        method = getattr(self.exporter, "shutdown", None)
-        return method(timeout) if callable(method) else None
+        return call_optional(self.exporter, "shutdown", timeout)
 
     def stats(self) -> dict[str, Any]:
         """The exporter's delivery counters (recorded, delivered, dropped...)."""
-        method = getattr(self.exporter, "stats", None)
-        return dict(method()) if callable(method) else {}
+        counters = call_optional(self.exporter, "stats")
+        return dict(counters) if counters else {}
 
     def __repr__(self) -> str:
         name = self.settings.exporter if self.settings is not None else type(self.exporter).__name__

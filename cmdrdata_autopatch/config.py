@@ -7,10 +7,11 @@ the setting, the value and what is allowed, instead of failing later inside the 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "https://api.cmdrdata.ai/api/events"
@@ -18,6 +19,8 @@ DEFAULT_JSONL_PATH = "cmdrdata-usage.jsonl"
 EXPORTER_NAMES = ("http", "jsonl", "console", "memory", "none")
 STREAM_USAGE_POLICIES = ("auto", "always", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FSYNC_POLICIES = ("interval", "always", "off")
+MAX_IN_FLIGHT_LIMIT = 256
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -43,8 +46,11 @@ class Settings:
     jsonl_path: str = DEFAULT_JSONL_PATH
     spool_dir: str | None = None
     queue_size: int = 10_000
-    flush_interval: float = 1.0
+    flush_interval: float = 0.1
     exit_timeout: float = 2.0
+    max_in_flight: int = 16
+    write_ahead: bool = True
+    spool_fsync: str = "interval"
     stream_usage: str = "auto"
     log_level: str | None = None
     disabled: bool = False
@@ -63,27 +69,6 @@ class Settings:
         return out
 
 
-# name of the patch() keyword -> environment variable
-ENV_VARS = {
-    "api_key": "CMDRDATA_API_KEY",
-    "endpoint": "CMDRDATA_ENDPOINT",
-    "exporter": "CMDRDATA_EXPORTER",
-    "customer_id": "CMDRDATA_CUSTOMER_ID",
-    "jsonl_path": "CMDRDATA_JSONL_PATH",
-    "spool_dir": "CMDRDATA_SPOOL_DIR",
-    "queue_size": "CMDRDATA_QUEUE_SIZE",
-    "flush_interval": "CMDRDATA_FLUSH_INTERVAL",
-    "exit_timeout": "CMDRDATA_EXIT_TIMEOUT",
-    "stream_usage": "CMDRDATA_STREAM_USAGE",
-    "log_level": "CMDRDATA_LOG_LEVEL",
-    "disabled": "CMDRDATA_DISABLED",
-}
-
-
-def _source(key: str, from_kwarg: bool) -> str:
-    return f"patch({key}=...)" if from_kwarg else ENV_VARS[key]
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -97,35 +82,116 @@ def validate_endpoint(value: str, source: str = "CMDRDATA_ENDPOINT") -> str:
     """Accept an https URL, or plain http to a loopback host only (a key never crosses a network in clear)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{source}={value!r} is not a URL; expected https://host/path")
+        raise ConfigError(f"{source}={_cut(value)!r} is not a URL; expected https://host/path")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(
-            f"{source}={value!r} uses plain http to a non-loopback host; use https:// "
+            f"{source}={_cut(value)!r} uses plain http to a non-loopback host; use https:// "
             "(plain http is allowed only for localhost / 127.0.0.1 / ::1)"
         )
     return value
 
 
-def _positive_number(key: str, raw: Any, from_kwarg: bool, kind: type, allow_zero: bool = False) -> Any:
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{_source(key, from_kwarg)}={raw!r} is not a number; expected a positive {kind.__name__}"
-        ) from None
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
-        limit = "zero or more" if allow_zero else "greater than zero"
-        raise ConfigError(f"{_source(key, from_kwarg)}={raw!r} is out of range; expected {limit}")
+def _cut(value: Any, limit: int = 60) -> Any:
+    """A value as it may appear in a message: long strings are cut (a message must stay readable)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value)} characters)"
     return value
 
 
-def _choice(key: str, raw: Any, from_kwarg: bool, allowed: tuple[str, ...], upper: bool = False) -> str:
+# Parsers: (source, raw value) -> value, raising ConfigError. `source` names the setting in messages.
+Parser = Callable[[str, Any], Any]
+
+
+def _number(kind: type, minimum: float, maximum: float = math.inf, allow_zero: bool = False) -> Parser:
+    def parse(source: str, raw: Any) -> Any:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{source}={raw!r} is not a number; expected a positive {kind.__name__}")
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(
+                f"{source}={_cut(raw)!r} is not a number; expected a positive {kind.__name__}"
+            ) from None
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{source}={_cut(raw)!r} is not a finite number; expected a positive {kind.__name__}"
+            )
+        if value < minimum or (value == 0 and not allow_zero) or value > maximum:
+            limit = "zero or more" if allow_zero else "greater than zero"
+            if maximum != math.inf:
+                limit += f" and at most {maximum:g}"
+            raise ConfigError(f"{source}={_cut(raw)!r} is out of range; expected {limit}")
+        return value
+
+    return parse
+
+
+def _choice(allowed: tuple[str, ...], upper: bool = False) -> Parser:
+    def parse(source: str, raw: Any) -> str:
+        value = (raw.strip().upper() if upper else raw.strip().lower()) if isinstance(raw, str) else None
+        if value not in allowed:
+            raise ConfigError(f"{source}={_cut(raw)!r} must be one of {', '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
+def _flag(source: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{source}={_cut(raw)!r} must be 1/0, true/false, yes/no, on/off")
+
+
+def _path(source: str, raw: Any) -> str:
+    if not isinstance(raw, (str, os.PathLike)):
+        raise ConfigError(f"{source}={_cut(raw)!r} must be a file system path")
+    return os.fspath(raw)
+
+
+def _api_key(source: str, raw: Any) -> str | None:
     if not isinstance(raw, str):
-        raise ConfigError(f"{_source(key, from_kwarg)}={raw!r} must be one of {', '.join(allowed)}")
-    value = raw.strip().upper() if upper else raw.strip().lower()
-    if value not in allowed:
-        raise ConfigError(f"{_source(key, from_kwarg)}={raw!r} must be one of {', '.join(allowed)}")
-    return value
+        raise ConfigError("patch(api_key=...) must be a string (the CmdrData API key)")
+    return raw or None
+
+
+def _endpoint(source: str, raw: Any) -> str:
+    return validate_endpoint(str(raw), source)
+
+
+def _customer(source: str, raw: Any) -> str:
+    from .context import validate_customer_id  # the same rule for the env default as for a call
+
+    try:
+        return validate_customer_id(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+# The table: patch() keyword, environment variable, parser. `exporter` is resolved after it (its default
+# depends on whether a key is set). Adding a setting is adding a row (and a field on Settings).
+SETTINGS_TABLE: tuple[tuple[str, str, Parser], ...] = (
+    ("api_key", "CMDRDATA_API_KEY", _api_key),
+    ("endpoint", "CMDRDATA_ENDPOINT", _endpoint),
+    ("exporter", "CMDRDATA_EXPORTER", _choice(EXPORTER_NAMES)),
+    ("customer_id", "CMDRDATA_CUSTOMER_ID", _customer),
+    ("jsonl_path", "CMDRDATA_JSONL_PATH", _path),
+    ("spool_dir", "CMDRDATA_SPOOL_DIR", _path),
+    ("queue_size", "CMDRDATA_QUEUE_SIZE", _number(int, 1)),
+    ("flush_interval", "CMDRDATA_FLUSH_INTERVAL", _number(float, 0, 3600)),
+    ("exit_timeout", "CMDRDATA_EXIT_TIMEOUT", _number(float, 0, 3600, allow_zero=True)),
+    ("max_in_flight", "CMDRDATA_MAX_IN_FLIGHT", _number(int, 1, MAX_IN_FLIGHT_LIMIT)),
+    ("write_ahead", "CMDRDATA_WRITE_AHEAD", _flag),
+    ("spool_fsync", "CMDRDATA_SPOOL_FSYNC", _choice(FSYNC_POLICIES)),
+    ("stream_usage", "CMDRDATA_STREAM_USAGE", _choice(STREAM_USAGE_POLICIES)),
+    ("log_level", "CMDRDATA_LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
+    ("disabled", "CMDRDATA_DISABLED", _flag),
+)
+
+# name of the patch() keyword -> environment variable
+ENV_VARS = {key: env for key, env, _ in SETTINGS_TABLE}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -133,82 +199,30 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
     Raises `ConfigError` (a `ValueError`) naming the setting, the bad value and what is allowed.
     """
-    from .context import validate_customer_id  # the same rule for the env default as for a call
-
     env = os.environ if environ is None else environ
     unknown = set(overrides) - set(ENV_VARS)
     if unknown:
         raise ConfigError(
             f"unknown setting(s) {', '.join(sorted(unknown))}; known settings are {', '.join(ENV_VARS)}"
         )
-
-    def pick(key: str) -> tuple[Any, bool]:
-        if overrides.get(key) is not None:
-            return overrides[key], True
-        raw = env.get(ENV_VARS[key])
-        if raw is None or raw.strip() == "":
-            return None, False
-        return raw.strip(), False
-
     values: dict[str, Any] = {}
-    api_key, _ = pick("api_key")
-    if api_key is not None and not isinstance(api_key, str):
-        raise ConfigError("patch(api_key=...) must be a string (the CmdrData API key)")
-    values["api_key"] = api_key or None
-
-    endpoint, kw = pick("endpoint")
-    if endpoint is not None:
-        values["endpoint"] = validate_endpoint(str(endpoint), _source("endpoint", kw))
-
-    exporter, kw = pick("exporter")
-    if exporter is None:
-        values["exporter"] = "http" if values["api_key"] else "jsonl"
-    else:
-        values["exporter"] = _choice("exporter", exporter, kw, EXPORTER_NAMES)
-        if values["exporter"] == "http" and not values["api_key"]:
-            raise ConfigError(
-                f"{_source('exporter', kw)}='http' needs a CmdrData API key: set CMDRDATA_API_KEY "
-                "or pass patch(api_key=...), or choose exporter 'jsonl' for local, offline tracking"
-            )
-
-    customer_id, kw = pick("customer_id")
-    if customer_id is not None:
-        try:
-            values["customer_id"] = validate_customer_id(customer_id)
-        except ValueError as exc:
-            raise ConfigError(f"{_source('customer_id', kw)}: {exc}") from None
-
-    for key in ("jsonl_path", "spool_dir"):
-        raw, kw = pick(key)
-        if raw is not None:
-            if not isinstance(raw, (str, os.PathLike)):
-                raise ConfigError(f"{_source(key, kw)}={raw!r} must be a file system path")
-            values[key] = os.fspath(raw)
-
-    raw, kw = pick("queue_size")
-    if raw is not None:
-        values["queue_size"] = _positive_number("queue_size", raw, kw, int)
-    for key in ("flush_interval",):
-        raw, kw = pick(key)
-        if raw is not None:
-            values[key] = _positive_number(key, raw, kw, float)
-    raw, kw = pick("exit_timeout")
-    if raw is not None:
-        values["exit_timeout"] = _positive_number("exit_timeout", raw, kw, float, allow_zero=True)
-
-    raw, kw = pick("stream_usage")
-    if raw is not None:
-        values["stream_usage"] = _choice("stream_usage", raw, kw, STREAM_USAGE_POLICIES)
-    raw, kw = pick("log_level")
-    if raw is not None:
-        values["log_level"] = _choice("log_level", raw, kw, LOG_LEVELS, upper=True)
-
-    raw, kw = pick("disabled")
-    if raw is not None:
-        if isinstance(raw, bool):
-            values["disabled"] = raw
-        elif str(raw).lower() in _TRUE or str(raw).lower() in _FALSE:
-            values["disabled"] = str(raw).lower() in _TRUE
+    exporter_source = ""
+    for key, env_name, parse in SETTINGS_TABLE:
+        if overrides.get(key) is not None:
+            raw, source = overrides[key], f"patch({key}=...)"
         else:
-            raise ConfigError(f"{_source('disabled', kw)}={raw!r} must be 1/0, true/false, yes/no")
+            text = env.get(env_name)
+            if text is None or text.strip() == "":
+                continue
+            raw, source = text.strip(), env_name
+        values[key] = parse(source, raw)
+        if key == "exporter":
+            exporter_source = source
+    if "exporter" not in values:
+        values["exporter"] = "http" if values.get("api_key") else "jsonl"
+    elif values["exporter"] == "http" and not values.get("api_key"):
+        raise ConfigError(
+            f"{exporter_source}='http' needs a CmdrData API key: set CMDRDATA_API_KEY "
+            "or pass patch(api_key=...), or choose exporter 'jsonl' for local, offline tracking"
+        )
     return Settings(**values)

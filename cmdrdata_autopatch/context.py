@@ -16,6 +16,7 @@ import contextvars
 import functools
 import inspect
 import json
+import math
 from typing import Any, Callable, NamedTuple, TypeVar
 
 from .runtime import RUNTIME
@@ -39,30 +40,67 @@ _current: contextvars.ContextVar[CustomerContext] = contextvars.ContextVar(
 )
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """`repr(value)` as it may appear in an error message: long values are cut, with their length."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text):,} characters)"
+
+
 def validate_customer_id(value: Any) -> str:
     """Return `value` if it is a usable customer id; raise `ValueError` naming the value otherwise."""
     if not isinstance(value, str):
         raise ValueError(
-            f"customer_id must be a string, got {type(value).__name__} {value!r}; "
+            f"customer_id must be a string, got {type(value).__name__} {_shown(value)}; "
             f"pass str(your_id) if your ids are numbers"
         )
     if not value or len(value) > MAX_CUSTOMER_ID_LENGTH or not value.isprintable():
         raise ValueError(
-            f"customer_id {value!r} is not valid: it must be 1 to {MAX_CUSTOMER_ID_LENGTH} printable "
+            f"customer_id {_shown(value)} is not valid: it must be 1 to {MAX_CUSTOMER_ID_LENGTH} printable "
             "characters (no newlines or control characters)"
         )
     return value
 
 
+def _non_finite_path(value: Any, path: str) -> str | None:
+    """The key path of the first NaN/Infinity inside `value`, or None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite_path(item, f"{path}[{key!r}]" if path else repr(key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _non_finite_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def snapshot_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
-    """Validate that `value` is a JSON-serializable dict and return a deep, independent copy of it."""
+    """Validate that `value` is a JSON-serializable dict and return a deep, independent copy of it.
+
+    NaN and Infinity are refused: they are not JSON, and a strict API would reject the whole event (and its
+    billing) for them. The error names the key that holds one.
+    """
     if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a dict, got {type(value).__name__} {value!r:.200}")
+        raise ValueError(f"{what} must be a dict, got {type(value).__name__} {_shown(value)}")
     try:
-        copied: dict[str, Any] = json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
+        copied: dict[str, Any] = json.loads(json.dumps(value, allow_nan=False))
+    except ValueError as exc:
+        where = _non_finite_path(value, "")
+        if where is not None:
+            raise ValueError(
+                f"{what} key {where} holds a non-finite number (NaN or Infinity), which JSON cannot carry; "
+                "use None or a string instead"
+            ) from None
+        raise ValueError(f"{what} {_shown(value)} is not JSON-serializable ({exc})") from None
+    except TypeError as exc:
         raise ValueError(
-            f"{what} {value!r:.200} is not JSON-serializable ({exc}); use strings, numbers, booleans, "
+            f"{what} {_shown(value)} is not JSON-serializable ({exc}); use strings, numbers, booleans, "
             "None, lists and dicts"
         ) from None
     return copied

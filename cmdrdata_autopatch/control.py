@@ -16,8 +16,9 @@ from typing import Any
 from . import patching
 from .config import Settings, load_settings
 from .context import validate_customer_id
-from .diagnostics import internal_errors, report_internal_error
+from .diagnostics import internal_errors
 from .exporter import Recorder
+from .recorder import call_optional
 from .runtime import RUNTIME
 
 logger = logging.getLogger("cmdrdata_autopatch")
@@ -38,28 +39,11 @@ switch = _Switch()
 
 
 def build_recorder(settings: Settings, http_timeout: float | None = None) -> Any:
-    """The recorder for `settings`: the one place (with `exporter.build_exporter`) that makes exporters.
-
-    `http_timeout` (a drop-in `UsageTracker(timeout=...)`) overrides the HTTP transport's timeouts.
-    MERGE NOTE: once `exporter.build_exporter(settings, *, http_timeout=None)` exists, this whole body is
-    `return exporter.build_exporter(settings, http_timeout=http_timeout)`.
-    """
+    """The recorder for `settings` (`http_timeout`: a drop-in `UsageTracker(timeout=...)` overrides the
+    HTTP transport's timeouts). `exporter.build_exporter` is the one factory; this only loads it lazily."""
     from . import exporter
 
-    if http_timeout is None or settings.exporter != "http" or not settings.api_key:
-        return exporter.build_exporter(settings)
-    from .transports import HttpTransport
-
-    transport = HttpTransport(
-        settings.api_key, settings.endpoint, connect_timeout=min(3.0, http_timeout), read_timeout=http_timeout
-    )
-    return exporter.BackgroundExporter(
-        transport,
-        spool=exporter.make_spool(settings),
-        queue_size=settings.queue_size,
-        flush_interval=settings.flush_interval,
-        exit_timeout=settings.exit_timeout,
-    )
+    return exporter.build_exporter(settings, http_timeout=http_timeout)
 
 
 def _recorder_for(exporter: Any, settings: Settings) -> Any:
@@ -114,7 +98,7 @@ def patch(exporter: Any = None, **settings: Any) -> None:
         switch.settings = resolved
         patching.install()
     if previous is not None and previous is not recorder:
-        _call_optional(previous, "flush", resolved.exit_timeout)
+        call_optional(previous, "flush", resolved.exit_timeout)
 
 
 def unpatch() -> None:
@@ -142,32 +126,19 @@ def current_settings() -> Settings | None:
     return switch.settings
 
 
-def _call_optional(recorder: Any, name: str, *args: Any) -> Any:
-    """Call a recorder method that a minimal `record(event)`-only recorder may not have (the one place
-    that probes for it)."""
-    method = getattr(recorder, name, None)
-    if not callable(method):
-        return None
-    try:
-        return method(*args)
-    except Exception as exc:
-        report_internal_error(f"recorder.{name}", exc)
-        return None
-
-
 def flush(timeout: float = 5.0) -> Any:
     """Deliver what has been recorded so far, waiting at most `timeout` seconds."""
-    return _call_optional(RUNTIME.recorder, "flush", timeout)
+    return call_optional(RUNTIME.recorder, "flush", timeout)
 
 
 def shutdown(timeout: float = 2.0) -> Any:
     """Flush, then stop the exporter (serverless handlers call this at the end of an invocation)."""
-    return _call_optional(RUNTIME.recorder, "shutdown", timeout)
+    return call_optional(RUNTIME.recorder, "shutdown", timeout)
 
 
 def stats() -> dict[str, Any]:
     """Delivery counters of the active exporter, plus our own internal error counts."""
-    counters = _call_optional(RUNTIME.recorder, "stats")
+    counters = call_optional(RUNTIME.recorder, "stats")
     out: dict[str, Any] = dict(counters) if counters else {}
     out["internal_errors"] = internal_errors()
     return out

@@ -12,7 +12,6 @@ recorder, so nothing is sent), which is the only way to know that a row patches 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -217,18 +216,11 @@ def _endpoint_facts(diag: Diagnosis, settings: Settings | None, timeout: float, 
 
 
 def spool_backlog(settings: Settings) -> dict[str, Any] | None:
-    """What waits in the spool and when delivery last succeeded, or None where that cannot be known yet.
+    """What waits in the spool and when delivery last succeeded (`replay.spool_backlog`: events, bytes,
+    segments, the oldest, the last successful delivery)."""
+    from .replay import spool_backlog as backlog_of
 
-    Merge seam: the delivery rebuild provides `replay.spool_backlog(settings)` (events waiting, bytes, the
-    oldest, the last successful delivery); until that module is in the package there is nothing to ask.
-    """
-    try:
-        replay = importlib.import_module(f"{__package__}.replay")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__package__}.replay":
-            return None
-        raise
-    return dict(replay.spool_backlog(settings))
+    return dict(backlog_of(settings))
 
 
 def delivery_facts(diag: Diagnosis, settings: Settings | None) -> None:

@@ -1,128 +1,80 @@
-"""The disk spool: undelivered event bodies kept in append-only JSON Lines segments, replayed later.
+"""The disk spool: a write-ahead log of event bodies in JSON Lines segments, with acknowledgement logs.
 
-Why: memory is bounded and a process can exit (or be killed) while the backend is down. Events that overflow
-the in-memory queue, that waited through a long outage, or that are still pending at exit are written here,
-and delivered when the backend recovers or by the next process that starts with the same spool directory.
+Why: memory is bounded, a process can be killed at any moment, and a backend can be down for hours. With the
+HTTP exporter every event is appended here within ~100 ms of `record()` and stays until it is acknowledged,
+so `kill -9` loses at most that window and an outage of any length loses nothing (up to `max_bytes`).
 
 Layout and guarantees:
 
 - One directory per (endpoint, API key) pair: `<spool_dir>/<16 hex chars of sha256(endpoint, key)>/`, so an
-  application using another key never replays (and bills) our events. The hash is not reversible; the key
-  itself is never written. Directories are created 0700, segments 0600.
-- A segment is `<host>-<pid>-<start ms>-<seq>.jsonl`, one event body (`UsageEvent.to_json()`, which never
-  contains a raw newline) per line. Replay sends the stored bytes unchanged, so a replayed event is
-  byte-identical to the original attempt and carries the same `event_id`.
-- A segment is created under a hidden temporary name, locked (`fcntl.flock`, exclusive), then renamed into
-  place: no other process can ever see it unlocked while its writer lives. The writer keeps the lock on every
-  segment it owns until that segment is fully acknowledged and deleted. When the process dies the kernel
-  releases the locks, which is what makes a segment an *orphan*: another process claims it with a
-  non-blocking lock, checks it was not deleted meanwhile, and replays it. So two processes never replay the
-  same orphan.
-- A segment is deleted only when every line in it was acknowledged (delivered, or rejected for good). After a
-  crash the whole segment is replayed; the server's `event_id` dedup absorbs what was already delivered.
-- Each append is one `write` followed by `fsync`; if the write fails (full disk, quota, I/O error) the file is
-  truncated back, so a batch is either fully on disk or reported as not written. A torn last line (a crash
-  mid-write) is skipped and counted when the segment is read.
-- Nothing here raises into the caller: an unwritable directory, a full disk or a missing `fcntl` (Windows)
-  disables the spool, logs one warning, and reports "not written" so the exporter keeps the events in memory.
+  application using another key never replays (and bills) our events. The key itself is never written.
+  Directories are created 0700, files 0600.
+- A segment is `<host>-<pid>-<start ms>-<seq>.jsonl`, one event body (`to_json()`, never a raw newline) per
+  line, replayed byte for byte. Beside it, `<segment>.acks` lists the ids of its settled events (delivered or
+  rejected for good), one per line: a replay skips them, so no process re-sends what was delivered, even
+  when the spool is drained over several short runs.
+- A segment is created under a hidden name, locked (`fcntl.flock`), then renamed into place, and stays locked
+  while its writer lives. A dead writer's lock is released by the kernel, which makes the segment an
+  *orphan*: another process claims it with a non-blocking lock, so two processes never replay the same one.
+- A segment and its ack log are deleted once every line is settled. Segments older than `max_age` are
+  dropped (counted as expired).
+- fsync policy (`fsync`): `interval` (default) writes every batch with `write()` at once (it survives the
+  process dying) and `fsync`s it at most once a second while events arrive, at segment rotation, and at
+  exit, so an operating-system crash loses at most about a second; `always` fsyncs every batch; `off`
+  never fsyncs. Acks are written in batches (64 at a time, after each intake batch, at seal and at exit)
+  and never fsynced: a lost ack costs a duplicate send, which the event id dedups.
+- A nearly full disk takes what fits: a batch is cut at the last complete line that was written (or at
+  `max_bytes`), and the rest is reported as not written. A torn last line (a crash mid-write) is skipped
+  and counted when read. Nothing here raises into the caller: an unusable directory disables the spool
+  with one warning, and the exporter keeps the events in memory.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .diagnostics import logger, redact
+from .spoolfs import (
+    ACK_SUFFIX,
+    SEGMENT_SUFFIX,
+    Appended,
+    LoadResult,
+    Segment,
+    SpoolEntry,
+    default_spool_root,
+    directory_bytes,
+    expire_segment,
+    fsync_dir,
+    has_foreign_segments,
+    partition_name,
+    read_acks,
+    read_into,
+    unlink,
+    write_last_delivery,
+    write_lines,
+)
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no safe orphan claiming; the spool stays off
     fcntl = None  # type: ignore[assignment]
 
-APP_DIR_NAME = "cmdrdata-autopatch"
-SEGMENT_SUFFIX = ".jsonl"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
-_READ_CHUNK = 1024 * 1024
+FSYNC_POLICIES = ("interval", "always", "off")
+ACK_BATCH = 64  # acks written together (a crash loses at most these: duplicates the event id absorbs)
 
-
-def default_spool_root(environ: Optional[dict[str, str]] = None) -> str:
-    """The per-user cache directory for the spool.
-
-    `$XDG_CACHE_HOME/cmdrdata-autopatch/spool`, else `~/Library/Caches/cmdrdata-autopatch/spool` on macOS,
-    `%LOCALAPPDATA%\\cmdrdata-autopatch\\spool` on Windows, `~/.cache/cmdrdata-autopatch/spool` elsewhere.
-    `CMDRDATA_SPOOL_DIR` (read by `config.load_settings`) replaces this root.
-    """
-    env = os.environ if environ is None else environ
-    xdg = env.get("XDG_CACHE_HOME")
-    if xdg:
-        base = xdg
-    elif os.name == "nt" and env.get("LOCALAPPDATA"):
-        base = env["LOCALAPPDATA"]
-    elif sys.platform == "darwin":
-        base = os.path.join(os.path.expanduser("~"), "Library", "Caches")
-    else:
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, APP_DIR_NAME, "spool")
-
-
-def partition_name(endpoint: str, api_key: Optional[str]) -> str:
-    """The subdirectory for one (endpoint, key) pair: a one-way hash, so no secret is written to disk."""
-    digest = hashlib.sha256(f"{endpoint}\0{api_key or ''}".encode()).hexdigest()
-    return digest[:16]
-
-
-@dataclass(eq=False)
-class Segment:
-    """One segment file this process owns (it wrote it, or claimed it as an orphan) and holds locked."""
-
-    path: str
-    fd: int
-    local: bool  # written by this process (its events count in this process's accounting)
-    active: bool = False  # still being appended to
-    end: int = 0  # bytes known to be in the file (written by us, or its size when claimed)
-    read_offset: int = 0  # bytes already handed out (or skipped as corrupt)
-    loaded: int = 0  # lines handed out
-    settled: int = 0  # lines acknowledged
-    unloaded: int = 0  # lines written by us and not yet handed back (local segments only)
-    size_on_disk: int = field(default=0)
-
-    @property
-    def done(self) -> bool:
-        return not self.active and self.read_offset >= self.end and self.settled >= self.loaded
-
-
-class SpoolEntry:
-    """One line handed back for delivery. `ack()` it once it is delivered or rejected for good."""
-
-    __slots__ = ("body", "event_id", "local", "segment")
-
-    def __init__(self, segment: Segment, event_id: str, body: bytes) -> None:
-        self.segment = segment
-        self.event_id = event_id
-        self.body = body
-        self.local = segment.local
-
-
-@dataclass
-class LoadResult:
-    """What `Spool.load` found: entries to deliver, and local lines that could not be read back."""
-
-    entries: list[SpoolEntry]
-    lost_local: int = 0
+__all__ = ["Appended", "LoadResult", "Spool", "SpoolEntry", "default_spool_root", "partition_name"]
 
 
 class Spool:
-    """Append-only JSONL segments of undelivered events in one directory. Thread-safe; never raises."""
+    """Write-ahead JSONL segments with ack logs in one directory. Thread-safe; never raises."""
 
     def __init__(
         self,
@@ -131,12 +83,17 @@ class Spool:
         max_bytes: int = DEFAULT_MAX_BYTES,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         max_age: float = DEFAULT_MAX_AGE,
+        fsync: str = "interval",
+        fsync_interval: float = 1.0,
     ) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.max_age = max_age
-        self._lock = threading.Lock()
+        self.fsync = fsync if fsync in FSYNC_POLICIES else "interval"
+        self.fsync_interval = fsync_interval
+        # re-entrant: the exit drain may run in a signal handler that interrupted this thread inside the spool
+        self._lock = threading.RLock()
         self._segments: list[Segment] = []
         self._active: Optional[Segment] = None
         self._seq = 0
@@ -146,6 +103,9 @@ class Spool:
         )
         self._dir_ready = False
         self._bytes: Optional[int] = None  # bytes in the directory (all writers), learned on first write
+        self._dirty = False
+        self._acks_waiting = False
+        self._last_sync = 0.0
         self.disabled_reason: Optional[str] = None if fcntl is not None else "no fcntl.flock on this platform"
         self._warned = False
         self.counters: dict[str, int] = {
@@ -155,31 +115,29 @@ class Spool:
             "expired_lines": 0,
             "claimed_segments": 0,
             "deleted_segments": 0,
+            "skipped_acked": 0,
         }
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory!r}>"
 
-    # -- state ---------------------------------------------------------------------------------------
-
     @property
     def writable(self) -> bool:
         return self.disabled_reason is None
 
-    def pending_local(self) -> int:
-        """Lines this process wrote and has not read back yet (benign unlocked read of an int)."""
-        return sum(seg.unloaded for seg in self._segments if seg.local)
+    def backlog_local(self) -> int:
+        """Lines this process wrote that are on disk only (not held in memory): read back before new ones."""
+        with self._lock:
+            return sum(seg.unloaded for seg in self._segments if seg.local)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = dict(self.counters)
             out["directory"] = self.directory
             out["segments"] = len(self._segments)
-            out["pending_local"] = sum(seg.unloaded for seg in self._segments if seg.local)
+            out["backlog_local"] = sum(seg.unloaded for seg in self._segments if seg.local)
             out["disabled"] = self.disabled_reason
         return out
-
-    # -- failure handling ----------------------------------------------------------------------------
 
     def _disable(self, reason: str) -> None:
         self.disabled_reason = reason
@@ -202,20 +160,6 @@ class Spool:
             pass
         self._dir_ready = True
 
-    def _directory_bytes(self) -> int:
-        total = 0
-        try:
-            with os.scandir(self.directory) as it:
-                for entry in it:
-                    if entry.name.endswith(SEGMENT_SUFFIX):
-                        try:
-                            total += entry.stat().st_size
-                        except OSError:
-                            pass
-        except OSError:
-            pass
-        return total
-
     # -- writing -------------------------------------------------------------------------------------
 
     def _new_segment(self) -> Segment:
@@ -235,155 +179,137 @@ class Spool:
             except OSError:
                 pass
             raise
-        try:  # make the new name durable before any event relies on it
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+        if self.fsync != "off":
+            fsync_dir(self.directory)  # make the new name durable before any event relies on it
         segment = Segment(path=final, fd=fd, local=True, active=True)
         self._segments.append(segment)
         return segment
 
-    def append(self, records: Sequence[tuple[str, bytes]]) -> tuple[int, Optional[str]]:
-        """Write (event_id, body) records durably. Returns (how many were written, why the rest were not).
+    def append(self, records: Sequence[tuple[str, bytes]], keep: bool = False) -> Appended:
+        """Write (event_id, body) records; as many as fit, in order. Never raises.
 
-        All or nothing per call: on any failure the segment is truncated back and (0, reason) returned.
+        `keep=True`: the caller holds these events in memory and will `ack` the returned entries; otherwise
+        they are on disk only and come back through `load`. Only allowed while `backlog_local()` is 0.
         """
         if not records:
-            return 0, None
+            return Appended(0, None, [])
         try:
             with self._lock:
-                if self.disabled_reason is not None:
-                    return 0, "spool_error"
-                data = b"".join(body + b"\n" for _, body in records)
-                try:
-                    self._ensure_dir()
-                    if self._bytes is None:
-                        self._bytes = self._directory_bytes()
-                    if self._bytes + len(data) > self.max_bytes:
-                        return 0, "spool_full"
-                    segment = self._active
-                    if segment is None or segment.end >= self.segment_bytes:
-                        if segment is not None:
-                            segment.active = False
-                            self._retire_if_done(segment)
-                        segment = self._active = self._new_segment()
-                    self._write_all(segment, data)
-                except OSError as exc:
-                    self.counters["write_failures"] += 1
-                    self._disable(redact(f"{exc.strerror or type(exc).__name__}"))
-                    return 0, "spool_error"
-                segment.end += len(data)
-                segment.size_on_disk = segment.end
-                segment.unloaded += len(records)
-                self._bytes += len(data)
-                self.counters["written"] += len(records)
-                return len(records), None
+                return self._append_locked(records, keep)
         except Exception as exc:  # never into the application
             self._disable(redact(type(exc).__name__))
-            return 0, "spool_error"
+            return Appended(0, "spool_error", [])
 
-    def _write_all(self, segment: Segment, data: bytes) -> None:
-        start = segment.end
-        view = memoryview(data)
+    def _append_locked(self, records: Sequence[tuple[str, bytes]], keep: bool) -> Appended:
+        if self.disabled_reason is not None:
+            return Appended(0, "spool_error", [])
         try:
-            while view:
-                written = os.write(segment.fd, view)
-                view = view[written:]
-            os.fsync(segment.fd)
+            self._ensure_dir()
+            if self._bytes is None:
+                self._bytes = directory_bytes(self.directory)
+            room = self.max_bytes - self._bytes
+            lines = [body + b"\n" for _, body in records]
+            fit, size = 0, 0
+            for line in lines:
+                if size + len(line) > room:
+                    break
+                fit, size = fit + 1, size + len(line)
+            if fit == 0:
+                return Appended(0, "spool_full", [])
+            segment = self._active
+            if segment is None or segment.end >= self.segment_bytes:
+                if segment is not None:
+                    segment.active = False
+                    self._sync_fd(segment.fd)
+                    self._retire_if_done(segment)
+                segment = self._active = self._new_segment()
+            written = write_lines(segment.fd, lines[:fit], segment.end)
+        except OSError as exc:
+            self.counters["write_failures"] += 1
+            self._disable(redact(f"{exc.strerror or type(exc).__name__}"))
+            return Appended(0, "spool_error", [])
+        n = len(written)
+        reason: Optional[str] = None if n == len(records) else ("spool_full" if n == fit else "disk_full")
+        if n < fit:
+            self.counters["write_failures"] += 1
+        start = segment.end
+        segment.end += sum(written)
+        self._bytes += sum(written)
+        self.counters["written"] += n
+        self._dirty = True
+        if self.fsync == "always":
+            self._sync_fd(segment.fd)
+        entries: list[SpoolEntry] = []
+        if keep and segment.read_offset == start and segment.unloaded == 0:
+            segment.read_offset = segment.end
+            segment.loaded += n
+            entries = [SpoolEntry(segment, event_id, body) for event_id, body in records[:n]]
+        else:
+            segment.unloaded += n
+        return Appended(n, reason, entries)
+
+    def _sync_fd(self, fd: int) -> None:
+        if self.fsync == "off":
+            return
+        try:
+            os.fsync(fd)
         except OSError:
+            pass
+        self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def sync(self, force: bool = False) -> None:
+        """Write pending acks; fsync the active segment if the policy says it is due (`force`: now)."""
+        self.write_acks()
+        if self.fsync == "off" or not self._dirty:
+            return
+        if not force and time.monotonic() - self._last_sync < self.fsync_interval:
+            return
+        try:
+            with self._lock:
+                segment = self._active
+                if segment is None:
+                    return
+                fd = os.dup(segment.fd)  # fsync outside the lock, on a descriptor nobody can close
+                self._dirty = False
+                self._last_sync = time.monotonic()
             try:
-                os.ftruncate(segment.fd, start)
-            except OSError:
-                pass
-            raise
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    @property
+    def sync_pending(self) -> bool:
+        """Something for one late `sync()` once events stop arriving (an fsync, or acks to write)."""
+        return (self._dirty and self.fsync == "interval") or self._acks_waiting
 
     # -- reading -------------------------------------------------------------------------------------
 
     def load(self, limit: int, *, orphans: bool = True) -> LoadResult:
-        """Hand out up to `limit` lines: our own first, then lines of orphan segments claimed now."""
+        """Hand out up to `limit` lines: our own backlog first, then lines of orphan segments claimed now."""
         result = LoadResult(entries=[])
         try:
             with self._lock:
                 for segment in list(self._segments):
                     if len(result.entries) >= limit:
                         break
-                    self._read_into(segment, limit, result)
+                    read_into(segment, limit, result, self.counters)
+                    self._retire_if_done(segment)
                 while orphans and len(result.entries) < limit:
                     claimed = self._claim_one()
                     if claimed is None:
                         break
-                    self._read_into(claimed, limit, result)
+                    read_into(claimed, limit, result, self.counters)
+                    self._retire_if_done(claimed)
         except Exception as exc:
             logger.debug("cmdrdata-autopatch: spool read failed: %s", redact(repr(exc)))
         return result
 
-    def _read_into(self, segment: Segment, limit: int, result: LoadResult) -> None:
-        while segment.read_offset < segment.end and len(result.entries) < limit:
-            size = min(segment.end - segment.read_offset, _READ_CHUNK)
-            chunk = os.pread(segment.fd, size, segment.read_offset)
-            if not chunk:
-                segment.end = segment.read_offset
-                break
-            cut = chunk.rfind(b"\n")
-            at_end = segment.read_offset + len(chunk) >= segment.end
-            if cut < 0 and not at_end:
-                # a line longer than one chunk: read the whole rest
-                chunk = os.pread(segment.fd, segment.end - segment.read_offset, segment.read_offset)
-                cut = chunk.rfind(b"\n")
-                at_end = True
-            if cut < 0:  # only a torn line is left
-                self._skip_corrupt(segment, 1, len(chunk))
-                break
-            consumed = 0
-            for line in chunk[:cut].split(b"\n"):
-                consumed += len(line) + 1
-                self._take_line(segment, line, result)
-                if len(result.entries) >= limit:
-                    break
-            segment.read_offset += consumed
-            rest = len(chunk) - consumed
-            if at_end and consumed == cut + 1 and rest > 0:  # unterminated tail: a torn last line
-                self._skip_corrupt(segment, 1, rest)
-        self._retire_if_done(segment)
-
-    def _take_line(self, segment: Segment, line: bytes, result: LoadResult) -> None:
-        if segment.local and segment.unloaded > 0:
-            segment.unloaded -= 1
-        event_id: Any = None
-        if line.strip():
-            try:
-                event_id = json.loads(line).get("event_id")
-            except (ValueError, AttributeError):
-                event_id = None
-        if not isinstance(event_id, str):
-            self.counters["corrupt_lines"] += 1
-            if segment.local:
-                result.lost_local += 1
-            return
-        segment.loaded += 1
-        result.entries.append(SpoolEntry(segment, event_id, bytes(line)))
-
-    def _skip_corrupt(self, segment: Segment, lines: int, size: int) -> None:
-        segment.read_offset += size
-        self.counters["corrupt_lines"] += lines
-        if segment.local and segment.unloaded > 0:
-            segment.unloaded -= lines
-
     def has_orphans(self) -> bool:
         """True when the directory holds segments that are not ours (cheap: one directory listing)."""
-        mine = {seg.path for seg in self._segments}
-        try:
-            with os.scandir(self.directory) as it:
-                return any(
-                    e.name.endswith(SEGMENT_SUFFIX) and not e.name.startswith(".") and e.path not in mine
-                    for e in it
-                )
-        except OSError:
-            return False
+        return has_foreign_segments(self.directory, {seg.path for seg in self._segments})
 
     def _claim_one(self) -> Optional[Segment]:
         if fcntl is None:
@@ -394,10 +320,11 @@ class Spool:
         except OSError:
             return None
         for name in names:
-            if not name.endswith(SEGMENT_SUFFIX) or name.startswith("."):
-                continue
             path = os.path.join(self.directory, name)
-            if path in mine:
+            if name.endswith(ACK_SUFFIX) and not os.path.exists(path[: -len(ACK_SUFFIX)]):
+                unlink(path)  # the ack log of a segment deleted by a process that died just after
+                continue
+            if not name.endswith(SEGMENT_SUFFIX) or name.startswith(".") or path in mine:
                 continue
             try:
                 fd = os.open(path, os.O_RDWR)
@@ -406,8 +333,7 @@ class Spool:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 st = os.fstat(fd)
-                # deleted by the process that replayed it just before we locked: not an orphan any more
-                if st.st_nlink == 0 or os.stat(path).st_ino != st.st_ino:
+                if st.st_nlink == 0 or os.stat(path).st_ino != st.st_ino:  # replayed and deleted meanwhile
                     os.close(fd)
                     continue
             except OSError:  # locked by a live writer or another replayer, or vanished
@@ -416,70 +342,100 @@ class Spool:
             if self.max_age and time.time() - st.st_mtime > self.max_age:
                 self._expire(path, fd)
                 continue
-            segment = Segment(path=path, fd=fd, local=False, end=st.st_size, size_on_disk=st.st_size)
+            segment = Segment(
+                path=path, fd=fd, local=False, end=st.st_size, acked=read_acks(path + ACK_SUFFIX)
+            )
             self._segments.append(segment)
             self.counters["claimed_segments"] += 1
             return segment
         return None
 
     def _expire(self, path: str, fd: int) -> None:
-        try:
-            lines = 0
-            offset = 0
-            while True:
-                chunk = os.pread(fd, _READ_CHUNK, offset)
-                if not chunk:
-                    break
-                lines += chunk.count(b"\n")
-                offset += len(chunk)
-            self.counters["expired_lines"] += lines
-            logger.warning(
-                "cmdrdata-autopatch: dropped %d spooled event(s) older than %.0f days from %s",
-                lines,
-                self.max_age / 86400,
-                path,
-            )
-            os.unlink(path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        self.counters["expired_lines"] += expire_segment(path, fd, self.max_age)
 
     # -- acknowledgement -----------------------------------------------------------------------------
 
     def ack(self, entry: SpoolEntry) -> None:
-        """The entry is settled (delivered or rejected for good); delete its segment once all lines are."""
+        """The entry is settled (delivered or rejected for good): log it, delete the segment when all are."""
         try:
             with self._lock:
-                entry.segment.settled += 1
-                self._retire_if_done(entry.segment)
+                segment = entry.segment
+                segment.settled += 1
+                if segment in self._segments:
+                    if segment.done:
+                        self._retire_if_done(segment)
+                    else:
+                        segment.pending_acks.append(entry.event_id)
+                        self._acks_waiting = True
+                        if len(segment.pending_acks) >= ACK_BATCH:
+                            self._write_acks(segment)
         except Exception as exc:
             logger.debug("cmdrdata-autopatch: spool ack failed: %s", redact(repr(exc)))
 
-    def _retire_if_done(self, segment: Segment) -> None:
-        if (
-            segment is self._active
-            and segment.read_offset >= segment.end
-            and segment.settled >= segment.loaded
-        ):
-            segment.active = False
-            self._active = None
-        if not segment.done or segment not in self._segments:
+    def _write_acks(self, segment: Segment) -> None:
+        """Append the segment's pending acks to its ack log in one write (one syscall per batch, not per
+        event: each one would hand the GIL back and forth with a busy application)."""
+        ids, segment.pending_acks = segment.pending_acks, []
+        if not ids:
+            return
+        if segment.ack_fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            segment.ack_fd = os.open(segment.path + ACK_SUFFIX, flags, 0o600)
+        os.write(segment.ack_fd, "".join(event_id + "\n" for event_id in ids).encode("latin-1"))
+
+    def write_acks(self) -> None:
+        """Put every pending ack on disk now (the intake does it after each batch; exit and seal too)."""
+        if not self._acks_waiting:
             return
         try:
-            os.unlink(segment.path)  # unlink while still locked, so no claimer can open a live name
-        except OSError:
-            pass
-        try:
-            os.close(segment.fd)
-        except OSError:
-            pass
+            with self._lock:
+                self._acks_waiting = False
+                for segment in self._segments:
+                    self._write_acks(segment)
+        except Exception as exc:
+            logger.debug("cmdrdata-autopatch: spool ack write failed: %s", redact(repr(exc)))
+
+    def _retire_if_done(self, segment: Segment) -> None:
+        if not segment.done or segment not in self._segments:
+            return
+        unlink(segment.path)  # unlink while still locked, so no claimer can open a live name
+        unlink(segment.path + ACK_SUFFIX)
+        for fd in (segment.fd, segment.ack_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self._segments.remove(segment)
         self.counters["deleted_segments"] += 1
         if self._bytes is not None:
-            self._bytes = max(0, self._bytes - segment.size_on_disk)
+            self._bytes = max(0, self._bytes - segment.end)
 
-    # -- fork ----------------------------------------------------------------------------------------
+    def seal(self) -> None:
+        """Stop appending to the active segment (exit, shutdown); delete it now if all of it is settled.
+
+        The active segment is kept while the process runs even when fully acknowledged, so a steady trickle
+        of events does not create (and fsync the name of) a new file for every batch.
+        """
+        self.write_acks()
+        try:
+            with self._lock:
+                segment, self._active = self._active, None
+                if segment is not None:
+                    segment.active = False
+                    self._retire_if_done(segment)
+        except Exception as exc:
+            logger.debug("cmdrdata-autopatch: spool seal failed: %s", redact(repr(exc)))
+
+    # -- delivery bookkeeping, fork --------------------------------------------------------------------
+
+    def note_delivery(self) -> None:
+        """Remember when this partition last delivered an event (shown by `doctor`)."""
+        try:
+            self._ensure_dir()
+            write_last_delivery(self.directory)
+        except OSError:
+            pass
 
     def after_fork_child(self) -> None:
         """In a forked child: forget the parent's segments without unlocking them (the parent owns them).
@@ -488,14 +444,18 @@ class Spool:
         leaves the parent's locks in place, while `LOCK_UN` here would release them under the parent's feet.
         """
         for segment in self._segments:
-            try:
-                os.close(segment.fd)
-            except OSError:
-                pass
+            for fd in (segment.fd, segment.ack_fd):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
         self._segments = []
         self._active = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._start_ms = int(time.time() * 1000)
         self._seq = 0
+        self._dirty = False
+        self._acks_waiting = False
         for key in self.counters:
             self.counters[key] = 0

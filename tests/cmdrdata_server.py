@@ -12,6 +12,8 @@ is empty. A reply can answer with any status and a `Retry-After`, wait before an
 answer (`hang`, until `release()` or `stop()`), or *store the event and then drop the connection without
 answering* (`drop=True`), which is the case that makes idempotency keys necessary.
 
+`latency` adds a fixed delay to every answer (the delivery tests use 50 ms: a hosted API's round trip).
+
 What the server saw is in `received` (every request: event id, body bytes, headers, arrival time, pid of the
 sender if the event's metadata carries one) and in `stored` (event id -> how many times it was committed).
 With `dedup=True` a second commit of the same id answers `duplicate_status` (409) and is not counted again,
@@ -64,6 +66,7 @@ class Received:
     wall_time: float  # time.time() at arrival (comparable across processes)
     reply: Reply
     outcome: str = ""  # "stored", "duplicate", "status", "hang", "dropped"
+    peer_port: int = 0  # the client's port: one per connection (keep-alive shows as one port)
 
     @property
     def wire(self) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class _State:
     release: threading.Event = field(default_factory=threading.Event)
     dedup: bool = False
     duplicate_status: int = 409
+    latency: float = 0.0  # added to every answer: a backend that is a round trip away
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
@@ -110,8 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
             event_id = self.headers.get("Idempotency-Key")
         with state.lock:
             reply = state.script.popleft() if state.script else state.default
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.delay or state.latency:
+            time.sleep(reply.delay + state.latency)
         if reply.hang:
             self._record(event_id, body, now, wall, reply, "hang")
             state.release.wait()
@@ -151,7 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         headers = {key: value for key, value in self.headers.items()}
         with state.lock:
-            state.received.append(Received(event_id, body, headers, now, wall, reply, outcome))
+            peer = int(self.client_address[1])
+            state.received.append(Received(event_id, body, headers, now, wall, reply, outcome, peer))
             state.changed.notify_all()
 
 
@@ -171,8 +176,16 @@ class _Server(ThreadingHTTPServer):
 class FakeCmdrData:
     """The fake server. Start/stop explicitly or use it as a context manager."""
 
-    def __init__(self, *, dedup: bool = False, duplicate_status: int = 409, default: Reply = Reply()) -> None:
-        self._state = _State(default=default, dedup=dedup, duplicate_status=duplicate_status)
+    def __init__(
+        self,
+        *,
+        dedup: bool = False,
+        duplicate_status: int = 409,
+        default: Reply = Reply(),
+        latency: float = 0.0,
+    ) -> None:
+        """`latency`: seconds added to every answer (a backend that is a round trip away)."""
+        self._state = _State(default=default, dedup=dedup, duplicate_status=duplicate_status, latency=latency)
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -256,6 +269,10 @@ class FakeCmdrData:
         """Wait until at least `n` distinct event ids were stored."""
         return self.wait_for(lambda s: len(s.stored) >= n, timeout)
 
+    def set_latency(self, latency: float) -> None:
+        with self._state.lock:
+            self._state.latency = latency
+
     def wait_for_requests(self, n: int, timeout: float = 10.0) -> bool:
         return self.wait_for(lambda s: len(s.received) >= n, timeout)
 
@@ -269,3 +286,114 @@ def running(**kwargs: Any) -> Iterator[FakeCmdrData]:
         yield server
     finally:
         server.stop()
+
+
+class FakeCmdrDataH2:
+    """The same fake over HTTP/2 with TLS (ALPN `h2`), for the HTTP/2 multiplexing test.
+
+    Answers every request with 200 after `latency`, records what it saw in `received` (event id, headers,
+    client port), and tracks how many streams it held open at once (`max_concurrent_streams`). The
+    certificate is self-signed (clients use `verify=False`; loopback only). Needs the `h2` package.
+    """
+
+    def __init__(self, certfile: str, keyfile: str, latency: float = 0.05) -> None:
+        import ssl
+
+        self.latency = latency
+        self.received: list[Received] = []
+        self.max_concurrent_streams = 0
+        self.protocols: list[str] = []
+        self._open = 0
+        self._lock = threading.Lock()
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(certfile, keyfile)
+        self._context.set_alpn_protocols(["h2"])
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._sock.getsockname()[1]}{PATH}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, address = self._sock.accept()
+                conn = self._context.wrap_socket(raw, server_side=True)
+            except OSError:
+                return
+            with self._lock:
+                self.protocols.append(str(conn.selected_alpn_protocol()))
+            threading.Thread(target=self._serve, args=(conn, int(address[1])), daemon=True).start()
+
+    def _serve(self, sock: Any, port: int) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        write = threading.Lock()
+        h2conn.initiate_connection()
+        sock.sendall(h2conn.data_to_send())
+        streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        while True:
+            try:
+                data = sock.recv(65535)
+            except OSError:
+                return
+            if not data:
+                return
+            with write:
+                events = h2conn.receive_data(data)
+                for event in events:
+                    if isinstance(event, h2.events.RequestReceived):
+                        headers = {_text(k): _text(v) for k, v in event.headers}
+                        streams[event.stream_id] = (headers, bytearray())
+                    elif isinstance(event, h2.events.DataReceived):
+                        streams[event.stream_id][1].extend(event.data)
+                        h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        headers, body = streams.pop(event.stream_id)
+                        self._opened()
+                        args = (sock, h2conn, write, event.stream_id, headers, bytes(body), port)
+                        threading.Thread(target=self._answer, args=args, daemon=True).start()
+                sock.sendall(h2conn.data_to_send())
+
+    def _opened(self) -> None:
+        with self._lock:
+            self._open += 1
+            self.max_concurrent_streams = max(self.max_concurrent_streams, self._open)
+
+    def _answer(
+        self,
+        sock: Any,
+        h2conn: Any,
+        write: threading.Lock,
+        stream: int,
+        headers: dict[str, str],
+        body: bytes,
+        port: int,
+    ) -> None:
+        time.sleep(self.latency)
+        now = time.monotonic()
+        event_id = headers.get("idempotency-key")
+        with self._lock:
+            self.received.append(Received(event_id, body, headers, now, time.time(), Reply(), "stored", port))
+            self._open -= 1
+        reply = b'{"ok":true}'
+        with write:
+            try:
+                h2conn.send_headers(stream, [(":status", "200"), ("content-length", str(len(reply)))])
+                h2conn.send_data(stream, reply, end_stream=True)
+                sock.sendall(h2conn.data_to_send())
+            except Exception:  # the client closed the connection meanwhile (shutdown): nothing to answer
+                pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -99,7 +99,7 @@ def test_the_launcher_does_not_load_the_other_commands(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     loaded = set(result.stdout.split())
     assert "cmdrdata_autopatch.cli" in loaded
-    for module in ("doctor", "report", "totals"):
+    for module in ("doctor", "report", "report_query", "report_html", "replay", "pricing"):
         assert f"cmdrdata_autopatch.{module}" not in loaded
 
 

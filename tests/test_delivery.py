@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 
 from cmdrdata_autopatch.events import UsageEvent
-from cmdrdata_autopatch.exporter import BackgroundExporter, Backoff, assert_invariant
+from cmdrdata_autopatch.exporter import BackgroundExporter, Backoff
 from cmdrdata_autopatch.spool import Spool
 from cmdrdata_autopatch.transports import HttpTransport
 
 from .cmdrdata_server import FakeCmdrData, Reply
+from .support import assert_invariant
 
 KEY = "tk-delivery-test-key-0001"
 REPO = str(Path(__file__).resolve().parents[1])
@@ -58,7 +59,8 @@ class RecordingBackoff(Backoff):
 
 @pytest.fixture
 def server() -> Iterator[FakeCmdrData]:
-    with FakeCmdrData() as fake:
+    """The loopback CmdrData, 50 ms away (a hosted API's round trip), as in every delivery test."""
+    with FakeCmdrData(latency=0.05) as fake:
         yield fake
 
 
@@ -105,7 +107,8 @@ def test_503s_then_200_all_delivered_with_one_probe_per_backoff(
 ) -> None:
     server.script(*[Reply(503)] * 5)
     backoff = RecordingBackoff(base=0.05, cap=0.4)
-    exporter = http_exporter(exporters, server.url, backoff=backoff)
+    # one sender: the exact probe sequence is the point here (concurrency has its own tests)
+    exporter = http_exporter(exporters, server.url, backoff=backoff, max_in_flight=1)
     events = [make_event(i) for i in range(20)]
     for event in events:
         exporter.record(event)
@@ -126,7 +129,7 @@ def test_503s_then_200_all_delivered_with_one_probe_per_backoff(
 
 def test_429_retry_after_is_a_floor(server: FakeCmdrData, exporters: list[BackgroundExporter]) -> None:
     server.script(Reply(429, retry_after="1"))
-    exporter = http_exporter(exporters, server.url, backoff=Backoff(base=0.001, cap=0.001))
+    exporter = http_exporter(exporters, server.url, backoff=Backoff(base=0.001, cap=0.001), max_in_flight=1)
     for i in range(3):
         exporter.record(make_event(i))
     assert exporter.flush(30) == (3, 0)
@@ -163,7 +166,6 @@ def test_commit_then_connection_drop_is_retried_with_the_same_id_and_bytes(
         assert dropped and all(any(r.event_id == d.event_id for r in received if r is not d) for d in dropped)
         stats = exporter.stats()
         assert stats["delivered"] == 20  # the client counts each event once
-        assert stats["retried"] >= len(dropped)
         assert_invariant(stats)
 
 
@@ -491,7 +493,7 @@ from cmdrdata_autopatch.transports import HttpTransport
 
 exporter = BackgroundExporter(
     HttpTransport("k-test", os.environ["URL"], connect_timeout=0.5),
-    spool=Spool(os.environ["SPOOL"]), flush_interval=0.05, outage_spool_after=0.2,
+    spool=Spool(os.environ["SPOOL"]), flush_interval=0.05,
     backoff=Backoff(base=0.05, cap=0.2), register_exit=False,
 )
 for i in range(300):

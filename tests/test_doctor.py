@@ -185,20 +185,8 @@ def test_empty_spool_and_failing_spool_read(monkeypatch: pytest.MonkeyPatch) -> 
     assert SECRET not in diag.warnings[0]
 
 
-def test_without_the_replay_module_the_spool_is_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    real = importlib.import_module
-
-    def no_replay(name: str, package: str | None = None) -> types.ModuleType:
-        if name == "cmdrdata_autopatch.replay":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name, package)
-
-    monkeypatch.setattr(doc.importlib, "import_module", no_replay)
+def test_without_settings_the_spool_is_not_checked() -> None:
     diag = doc.Diagnosis()
-    doc.delivery_facts(diag, load_settings(environ={}))
-    assert diag.data["spool"] is None and not diag.warnings
     doc.delivery_facts(diag, None)  # invalid settings: nothing to ask
     assert diag.data["spool"] is None
 

@@ -36,19 +36,23 @@ def segments(directory: Path) -> list[Path]:
 def test_append_load_ack_deletes_segment_when_all_acked(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     recs = records(5)
-    assert spool.append(recs) == (5, None)
+    assert spool.append(recs)[:2] == (5, None)
     (segment,) = segments(tmp_path / "spool")
     assert stat.S_IMODE(segment.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "spool").stat().st_mode) == 0o700
-    assert spool.pending_local() == 5
+    assert spool.backlog_local() == 5
     entries = spool.load(10).entries
     assert [(e.event_id, e.body) for e in entries] == recs  # byte-identical, in order
     assert all(e.local for e in entries)
     for entry in entries[:4]:
         spool.ack(entry)
-    assert segment.exists()  # one line is still unacknowledged
+    spool.sync()  # acks are written in batches; sync() writes what is pending
+    acks = Path(str(segment) + ".acks")
+    assert acks.read_text().split() == [r[0] for r in recs[:4]]  # acknowledgements are on disk
     spool.ack(entries[4])
-    assert not segment.exists()
+    assert segment.exists()  # still the active segment: kept for the next batch while we run
+    spool.seal()
+    assert not segment.exists() and not acks.exists()  # all settled: segment and ack log deleted
 
 
 def test_load_respects_the_limit_and_resumes(tmp_path: Path) -> None:
@@ -131,38 +135,46 @@ def test_unwritable_directory_never_raises_and_warns_once(
     blocker.write_text("x")
     spool = Spool(blocker / "spool")  # a directory below a regular file cannot be created
     with caplog.at_level(logging.WARNING, logger="cmdrdata_autopatch"):
-        assert spool.append(records(2)) == (0, "spool_error")
-        assert spool.append(records(2)) == (0, "spool_error")
+        assert spool.append(records(2))[:2] == (0, "spool_error")
+        assert spool.append(records(2))[:2] == (0, "spool_error")
     assert not spool.writable
     assert sum("spool" in r.getMessage() for r in caplog.records) == 1
     assert spool.load(10).entries == []
 
 
-def test_full_disk_truncates_the_partial_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_nearly_full_disk_takes_the_complete_lines_that_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool = Spool(tmp_path)
     first = records(2)
-    assert spool.append(first) == (2, None)
+    assert spool.append(first)[:2] == (2, None)
+    batch = records(4)
     real_write = os.write
     calls = {"n": 0}
 
-    def flaky_write(fd: int, data: bytes) -> int:  # half a batch lands, then the disk is full
+    def flaky_write(fd: int, data: bytes) -> int:  # 2.5 lines land, then the disk is full
         calls["n"] += 1
         if calls["n"] == 1:
-            return real_write(fd, bytes(data)[: len(data) // 2])
+            size = len(batch[0][1]) + len(batch[1][1]) + 2 + len(batch[2][1]) // 2
+            return real_write(fd, bytes(data)[:size])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(spool_module.os, "write", flaky_write)
-    assert spool.append(records(3)) == (0, "spool_error")
+    written, reason, _ = spool.append(batch)
     monkeypatch.undo()
+    assert (written, reason) == (2, "disk_full")  # a partial spill, not all-or-nothing
     (segment,) = segments(tmp_path)
-    # the file holds exactly the first batch: no torn half-line
-    assert segment.read_bytes() == b"".join(body + b"\n" for _, body in first)
+    # the file holds the first batch and two whole lines of the second: no torn half-line
+    assert segment.read_bytes() == b"".join(body + b"\n" for _, body in first + batch[:2])
+    assert spool.writable  # full is not broken
 
 
-def test_spool_full_is_reported(tmp_path: Path) -> None:
+def test_spool_full_takes_what_fits_under_max_bytes(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=500)
     assert spool.append(records(2))[0] == 2
-    assert spool.append(records(20)) == (0, "spool_full")
+    written, reason, _ = spool.append(records(20))
+    assert 0 < written < 20 and reason == "spool_full"
+    assert spool.append(records(20))[:2] == (0, "spool_full")
     assert spool.writable  # full is not broken: later, smaller batches may fit
 
 

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
@@ -100,17 +101,14 @@ def test_http_wire_contract(server: FakeCmdrData) -> None:
 
 def test_http_keep_alive_reuses_one_connection(server: FakeCmdrData) -> None:
     transport = HttpTransport(KEY, server.url)
-    ports = set()
     try:
         for _ in range(5):
             event = make_event()
             assert transport.send(event.event_id, event.to_json()).outcome is Outcome.DELIVERED
-        client = transport._get_client()
-        ports = {id(conn) for conn in client._transport._pool.connections}  # type: ignore[attr-defined]
     finally:
         transport.close()
     assert len(server.received) == 5
-    assert len(ports) == 1
+    assert len({r.peer_port for r in server.received}) == 1  # one TCP connection for all five
 
 
 def test_http_results_carry_status_and_retry_after(server: FakeCmdrData) -> None:
@@ -191,3 +189,92 @@ def test_memory_transport_keeps_bodies() -> None:
     assert transport.bodies == [event.to_json()]
     assert transport.event_ids == [event.event_id]
     assert transport.wire()[0] == json.loads(event.to_json())
+
+
+def test_http2_is_chosen_for_https_when_h2_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmdrdata_autopatch import httptransport
+
+    monkeypatch.setattr(httptransport, "_h2_installed", lambda: True)
+    assert HttpTransport(KEY, "https://api.cmdrdata.ai/api/events").protocol == "h2-capable"
+    assert HttpTransport(KEY, "http://127.0.0.1:9/api/events").protocol == "http/1.1"  # no h2c
+    monkeypatch.setattr(httptransport, "_h2_installed", lambda: False)
+    assert HttpTransport(KEY, "https://api.cmdrdata.ai/api/events").protocol == "http/1.1"
+
+
+def test_the_http2_capable_path_delivers_and_classifies(server: FakeCmdrData) -> None:
+    """Through httpx with `http2=True` (the fake server speaks HTTP/1.1, so ALPN-less fallback is used)."""
+    pytest.importorskip("h2")
+    server.script(Reply(429, retry_after="3"))
+    transport = HttpTransport(KEY, server.url, http2=True)
+    try:
+        event = make_event()
+        first = transport.send(event.event_id, event.to_json())
+        second = transport.send(event.event_id, event.to_json())
+    finally:
+        transport.close()
+    assert (first.outcome, first.retry_after) == (Outcome.RETRY, 3.0)
+    assert second.outcome is Outcome.DELIVERED
+    assert server.received[-1].headers.get("Idempotency-Key") == event.event_id
+    assert server.received[-1].headers.get("Authorization") == f"Bearer {KEY}"
+
+
+def test_header_injection_is_refused() -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        HttpTransport("tk-abc\r\nX-Evil: 1", "http://127.0.0.1:9/api/events")
+    transport = HttpTransport(KEY, "http://127.0.0.1:9/api/events")
+    result = transport.send("id\r\nX-Evil: 1", b"{}")
+    assert result.outcome is Outcome.REJECTED and KEY not in result.detail
+
+
+def test_http2_multiplexes_the_senders_over_few_connections(tmp_path: Path) -> None:
+    """Against a TLS server that offers h2 (ALPN): the senders share connections and their streams overlap."""
+    pytest.importorskip("h2")
+    import shutil
+    import subprocess
+
+    from cmdrdata_autopatch.exporter import BackgroundExporter
+
+    from .cmdrdata_server import FakeCmdrDataH2
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl to make a self-signed certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = FakeCmdrDataH2(cert, key, latency=0.05)
+    transport = HttpTransport(KEY, server.url, http2=True, verify=False)
+    exporter = BackgroundExporter(transport, register_exit=False, flush_interval=0.05)
+    try:
+        events = [make_event(i) for i in range(64)]
+        for event in events:
+            exporter.record(event)
+        assert exporter.flush(30)[1] == 0
+    finally:
+        exporter.shutdown(1)
+        server.close()
+    assert {r.event_id for r in server.received} == {e.event_id for e in events}
+    assert server.protocols and set(server.protocols) == {"h2"}  # HTTP/2 negotiated on every connection
+    # httpx may open a few connections while the first handshakes; after that, streams share them
+    assert len({r.peer_port for r in server.received}) <= 4
+    assert server.max_concurrent_streams > 1  # requests were multiplexed, not one after another
+    assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in server.received)

@@ -1,0 +1,347 @@
+"""Delivery benchmark (issue 9): what delivering an event costs, how fast it goes, how long the exit takes.
+
+    python benchmarks/delivery.py            # a readable table
+    python benchmarks/delivery.py --json     # one JSON object
+    python benchmarks/delivery.py --docs     # also write the section of docs/performance.md
+
+The fake CmdrData (tests/cmdrdata_server.py) runs in a *separate process* with a fixed added latency per
+answer (the RTT), so the CPU measured here is ours alone. Measures:
+
+- process CPU per delivered event, the caller idle (record + serialize + write-ahead + POST + ack), and
+  where it goes (each stage timed alone; httpx against http.client for the same POST);
+- an application busy making OpenAI calls (a real `openai` client over an in-memory transport), in blocks
+  of >= 1 s that end with `flush()` so delivery falls inside the measurement: wall time per call bare,
+  with the memory exporter and with the HTTP exporter (and the process CPU per call);
+- events/s delivered at RTT 0, 50, 100 and 250 ms (16 in flight);
+- exit-drain time of 100, 500 and 2,000 events at 50 ms;
+- `record()` p50/p99 while the senders are busy; peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks._common import CannedOpenAI, env_line, environment, median, write_docs_section  # noqa: E402
+from cmdrdata_autopatch.exporter import BackgroundExporter  # noqa: E402
+from cmdrdata_autopatch.httptransport import HttpTransport  # noqa: E402
+from cmdrdata_autopatch.spool import Spool  # noqa: E402
+from tests.support import make_event  # noqa: E402
+
+KEY = "tk-benchmark-key-0001"
+SERVER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.cmdrdata_server import FakeCmdrData
+server = FakeCmdrData(latency=float(sys.argv[1])).start()
+print(server.url, flush=True)
+sys.stdin.read()
+"""
+
+
+class RemoteServer:
+    """The fake CmdrData in a child process (its CPU is not ours)."""
+
+    def __init__(self, latency: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER.format(root=ROOT), str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def __enter__(self) -> RemoteServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def pipeline(url: str, **kwargs: Any) -> BackgroundExporter:
+    kwargs.setdefault("register_exit", False)
+    kwargs.setdefault("spool", Spool(tempfile.mkdtemp(prefix="cmdrdata-bench-")))
+    return BackgroundExporter(HttpTransport(KEY, url, read_timeout=30.0), **kwargs)
+
+
+def warm(exporter: BackgroundExporter) -> None:
+    for i in range(32):
+        exporter.record(make_event(i))
+    exporter.flush(30)
+
+
+def cpu_per_event(url: str, n: int) -> dict[str, float]:
+    exporter = pipeline(url)
+    warm(exporter)
+    events = [make_event(i) for i in range(n)]
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for event in events:
+        exporter.record(event)
+    _, pending = exporter.flush(300)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    exporter.shutdown(1)
+    assert pending == 0, pending
+    return {"events": n, "cpu_us_per_event": cpu / n * 1e6, "seconds": wall, "events_per_s": n / wall}
+
+
+def stage_costs(url: str, n: int = 2000) -> dict[str, float]:
+    """Each stage of one delivered event, timed alone (process CPU, µs per event)."""
+    import httpx
+
+    events = [make_event(i) for i in range(n)]
+    t0 = time.process_time()
+    bodies = [(e.event_id, e.to_json()) for e in events]
+    serialize = (time.process_time() - t0) / n * 1e6
+    spool = Spool(tempfile.mkdtemp(prefix="cmdrdata-bench-"))
+    t0 = time.process_time()
+    entries = []
+    for i in range(0, n, 100):
+        entries += spool.append(bodies[i : i + 100], keep=True).entries
+    write_ahead = (time.process_time() - t0) / n * 1e6
+    t0 = time.process_time()
+    for entry in entries:
+        spool.ack(entry)
+    ack = (time.process_time() - t0) / n * 1e6
+    spool.seal()
+    transport = HttpTransport(KEY, url)
+    for event_id, body in bodies[:50]:
+        transport.send(event_id, body)
+    t0 = time.process_time()
+    for event_id, body in bodies:
+        transport.send(event_id, body)
+    post_stdlib = (time.process_time() - t0) / n * 1e6
+    transport.close()
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    def post(event_id: str, body: bytes) -> None:
+        conn.request("POST", parts.path, body, {**headers, "Idempotency-Key": event_id})
+        conn.getresponse().read()
+
+    for event_id, body in bodies[:50]:
+        post(event_id, body)
+    t0 = time.process_time()
+    for event_id, body in bodies:
+        post(event_id, body)
+    post_request = (time.process_time() - t0) / n * 1e6
+    conn.close()
+    with httpx.Client(
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    ) as client:
+        for event_id, body in bodies[:50]:
+            client.post(url, content=body, headers={"Idempotency-Key": event_id}).close()
+        t0 = time.process_time()
+        for event_id, body in bodies:
+            client.post(url, content=body, headers={"Idempotency-Key": event_id}).close()
+        post_httpx = (time.process_time() - t0) / n * 1e6
+    return {
+        "serialize_us": serialize,
+        "write_ahead_us": write_ahead,
+        "ack_us": ack,
+        "post_http_client_us": post_stdlib,
+        "post_request_us": post_request,
+        "post_httpx_us": post_httpx,
+    }
+
+
+def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str, Any]:
+    """Wall time per OpenAI call in blocks of >= 1 s ending with flush(): bare, memory, http."""
+    import cmdrdata_autopatch as cmdrdata
+
+    canned = CannedOpenAI()
+    client = canned.client()
+    messages = [{"role": "user", "content": "hi"}]
+
+    def call() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+
+    for _ in range(200):
+        call()
+    results: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
+    cpu: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
+    spool_dir = tempfile.mkdtemp(prefix="cmdrdata-bench-")
+    for _ in range(blocks):
+        for mode in ("bare", "memory", "http"):
+            if mode == "memory":
+                cmdrdata.patch(exporter="memory")
+            elif mode == "http":
+                cmdrdata.patch(exporter="http", api_key=KEY, endpoint=url, spool_dir=spool_dir)
+            calls = 0
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            while time.perf_counter() - t0 < block_seconds:
+                for _ in range(50):
+                    call()
+                calls += 50
+            if mode != "bare":
+                cmdrdata.flush(60)  # delivery falls inside the block
+            wall = time.perf_counter() - t0
+            results[mode].append(wall / calls * 1e6)
+            cpu[mode].append((time.process_time() - cpu0) / calls * 1e6)
+            if mode != "bare":
+                cmdrdata.shutdown(5)
+                cmdrdata.unpatch()
+    out: dict[str, Any] = {mode: median(values) for mode, values in results.items()}
+    out.update({f"{mode}_cpu": median(values) for mode, values in cpu.items()})
+    out["load_average"] = os.getloadavg()[0]
+    out["http_added_us"] = out["http"] - out["bare"]
+    out["http_added_cpu_us"] = out["http_cpu"] - out["bare_cpu"]
+    out["memory_added_cpu_us"] = out["memory_cpu"] - out["bare_cpu"]
+    out["memory_added_us"] = out["memory"] - out["bare"]
+    out["calls_per_block"] = int(block_seconds / (out["bare"] / 1e6))
+    return out
+
+
+def throughput(rtt: float, n: int) -> dict[str, float]:
+    with RemoteServer(rtt) as server:
+        result = cpu_per_event(server.url, n)
+    return {"rtt_ms": rtt * 1000, **result}
+
+
+def exit_drain(n: int, rtt: float = 0.05) -> dict[str, float]:
+    with RemoteServer(rtt) as server:
+        exporter = pipeline(server.url, exit_timeout=30.0)
+        warm(exporter)
+        for i in range(n):
+            exporter.record(make_event(i))
+        t0 = time.perf_counter()
+        delivered, saved, lost = exporter.drain(30.0, final=True)
+        seconds = time.perf_counter() - t0
+    return {"events": n, "seconds": seconds, "delivered": delivered + 0, "saved": saved, "lost": lost}
+
+
+def record_busy(n: int = 3000) -> dict[str, float]:
+    with RemoteServer(0.05) as server:
+        exporter = pipeline(server.url)
+        warm(exporter)
+        samples = []
+        clock = time.perf_counter_ns
+        for i in range(n):
+            event = make_event(i)
+            t0 = clock()
+            exporter.record(event)
+            samples.append(clock() - t0)
+            if i % 20 == 0:
+                time.sleep(0.001)
+        exporter.flush(120)
+        exporter.shutdown(1)
+    samples.sort()
+    return {"p50_us": samples[len(samples) // 2] / 1000, "p99_us": samples[int(len(samples) * 0.99)] / 1000}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"env": environment()}
+    with RemoteServer(0.0) as server:
+        results["stages"] = stage_costs(server.url)
+        results["cpu_idle"] = cpu_per_event(server.url, 2000 if quick else 5000)
+        results["busy"] = busy_app(server.url, blocks=3 if quick else 7)
+    results["throughput"] = [
+        throughput(0.0, 3000),
+        throughput(0.05, 1000),
+        throughput(0.1, 600),
+        throughput(0.25, 400),
+    ]
+    results["exit_drain"] = [exit_drain(n) for n in (100, 500, 2000)]
+    results["record_busy"] = record_busy()
+    results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s, idle, busy = r["stages"], r["cpu_idle"], r["busy"]
+    rows = [
+        (
+            "process CPU per delivered event, caller idle (RTT 0)",
+            f"{idle['cpu_us_per_event']:.0f} us",
+            "<= 150 us",
+        ),
+        (
+            "added wall per OpenAI call, HTTP exporter (1 s blocks incl. flush)",
+            f"{busy['http_added_us']:+.1f} us ({busy['bare']:.0f} -> {busy['http']:.0f} us/call; "
+            f"load average {busy['load_average']:.1f} on {os.cpu_count()} cores)",
+            "<= 50 us",
+        ),
+        ("added wall per OpenAI call, memory exporter (same run)", f"{busy['memory_added_us']:+.1f} us", ""),
+        (
+            "added process CPU per OpenAI call (includes delivery): memory / HTTP exporter",
+            f"{busy['memory_added_cpu_us']:+.0f} / {busy['http_added_cpu_us']:+.0f} us "
+            f"(bare {busy['bare_cpu']:.0f} us/call)",
+            "",
+        ),
+    ]
+    for t in r["throughput"]:
+        target = {50: ">= 300/s", 100: ">= 150/s"}.get(round(t["rtt_ms"]), "")
+        rows.append(
+            (
+                f"events/s delivered at RTT {t['rtt_ms']:.0f} ms (16 in flight)",
+                f"{t['events_per_s']:.0f}",
+                target,
+            )
+        )
+    for d in r["exit_drain"]:
+        target = "<= 2 s" if d["events"] == 500 else ""
+        rows.append((f"exit drain of {d['events']} events at 50 ms", f"{d['seconds']:.2f} s", target))
+    rb = r["record_busy"]
+    rows.append(
+        ("`record()` while the senders are busy", f"p50 {rb['p50_us']:.2f} us, p99 {rb['p99_us']:.2f} us", "")
+    )
+    rows.append(("peak RSS of the benchmark process", f"{r['max_rss_mib']:.0f} MiB", ""))
+    lines = [
+        "## Delivery v2 (benchmarks/delivery.py)",
+        "",
+        f"{env_line(r['env'])}. The fake CmdrData runs in its own process with a fixed latency per answer.",
+        "",
+        "| measurement | result | target |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        "Where the CPU of one delivered event goes (each stage alone, process CPU per event):",
+        "",
+        "| stage | us |",
+        "|---|---|",
+        f"| `event.to_json()` | {s['serialize_us']:.1f} |",
+        f"| write-ahead append (batches of 100) | {s['write_ahead_us']:.1f} |",
+        f"| ack log line | {s['ack_us']:.1f} |",
+        f"| POST, `HttpTransport` (head built once, `http.client` parses) | {s['post_http_client_us']:.1f} |",
+        f"| the same POST with `http.client` `request()` | {s['post_request_us']:.1f} |",
+        f"| the same POST through `httpx.Client` (the first release) | {s['post_httpx_us']:.1f} |",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--docs", action="store_true", help="write the docs/performance.md section")
+    parser.add_argument("--quick", action="store_true", help="fewer events and blocks")
+    args = parser.parse_args()
+    results = run(args.quick)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        print(markdown(results))
+    if args.docs:
+        write_docs_section("exporter-delivery", markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""The senders: up to `max_in_flight` threads, each posting one event at a time, sharing one health state.
+
+Why threads and not an asyncio loop: the HTTP client's CPU per request is the cost that matters (it is taken
+from the application through the GIL), and a blocking `http.client` POST costs ~40 µs of CPU against ~230 µs
+for `httpx` (sync or async); a thread blocked on a socket holds no GIL and costs nothing. Threads are started
+on demand (one more only when every running sender is busy and the window allows it), sleep on a condition
+with no timeout when there is nothing to do, and are never joined.
+
+Each sender asks `next_action()` what to do (`Action`): send the oldest ready event, read a batch back from
+the spool (this process's own backlog first, then orphaned segments of dead processes, until none is
+left), or stop (a fork or shutdown bumped the generation). `settle()` applies one attempt's outcome: the
+ledger, the spool's ack log, and `Health` (pause, window).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import _process
+from .diagnostics import logger, redact, report_internal_error
+from .pending import DeliveryState, Item, Lifecycle
+from .transports import Outcome, SendResult, Transport
+
+if TYPE_CHECKING:
+    from .spool import Spool
+
+_monotonic = time.monotonic
+NOTE_DELIVERY_EVERY = 10.0  # seconds between writes of the spool's "last delivery" stamp
+
+
+class Action(enum.Enum):
+    SEND = "send"
+    LOAD = "load"
+    STOP = "stop"
+
+
+class SenderPool:
+    """The sender threads of one pipeline and the settle/load logic they run."""
+
+    def __init__(
+        self,
+        state: DeliveryState,
+        transport: Transport,
+        spool: Optional[Spool],
+        *,
+        queue_size: int,
+        replay_batch: int = 200,
+    ) -> None:
+        self.state = state
+        self.transport = transport
+        self.spool = spool
+        self.queue_size = queue_size
+        self.replay_batch = max(1, replay_batch)
+        self.tls = threading.local()
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh thread bookkeeping (construction, fork, shutdown)."""
+        self.threads: list[threading.Thread] = []
+        self.flying: set[Item] = set()  # being sent (the exit drain gives up on the ones that hang)
+        self._waiting = [0]  # a new box per generation: threads of an old one decrement their own
+        self.last_note = 0.0
+        self.rtt = 0.0  # a moving average of one attempt's duration (seconds)
+        self._spawn = 0  # threads asked for under the lock, started by spawn_pending() outside it
+        self._starting = 0  # of those, being started now
+        self._named = 0
+
+    # -- threads -------------------------------------------------------------------------------------
+
+    def wake_locked(self) -> None:
+        """Work arrived: wake a waiting sender, or start one more if all are busy and the window allows."""
+        state = self.state
+        if self._waiting[0] > 0:
+            state.send_cv.notify()
+            return
+        alive = len(self.threads) + self._spawn
+        # one more sender only when the backlog outgrows the ones running: at a trickle (or a backend with
+        # no latency) two threads keep up, and every extra thread costs GIL hand-offs in the application
+        if alive < state.health.max_in_flight and (len(state.ready) > 2 * alive or not alive):
+            self._spawn += 1
+
+    def spawn_pending(self) -> None:
+        """Start the sender threads `wake_locked` asked for. Never under the lock: `Thread.start()` waits for
+        the new thread to run, which on a busy machine can outlast the 50 ms `record()` may wait for it.
+
+        A thread asked for stays counted in `_spawn` until it is in `threads`, so concurrent callers never
+        start more than `max_in_flight` between them."""
+        if self._spawn <= self._starting:
+            return
+        with self.state.lock:
+            n = self._spawn - self._starting
+            self._starting += max(0, n)
+            gen = self.state.generation
+        for _ in range(n):
+            self._start_one(gen)
+
+    def _start_one(self, gen: int) -> None:
+        thread: Optional[threading.Thread] = None
+        try:
+            self._named += 1
+            thread = threading.Thread(
+                target=self._loop, args=(gen,), name=f"cmdrdata-sender-{self._named}", daemon=True
+            )
+            thread.start()
+        except Exception as exc:  # interpreter shutdown refuses new threads: the drain sends inline
+            logger.debug("cmdrdata-autopatch: could not start a sender thread: %r", exc)
+            thread = None
+        with self.state.lock:
+            self._starting -= 1
+            self._spawn -= 1
+            if thread is not None:
+                self.threads.append(thread)
+
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def _loop(self, gen: int) -> None:
+        self.tls.worker = True
+        _process.block_signals_in_this_thread()
+        while True:
+            try:
+                action, payload = self.next_action(gen)
+                if action is Action.STOP:
+                    return
+                self.spawn_pending()
+                if action is Action.SEND:
+                    assert isinstance(payload, Item)
+                    state = self.state
+                    timeout = max(0.05, state.exit_deadline - _monotonic()) if state.exiting else None
+                    self.send(payload, timeout)
+                else:
+                    self.load(bool(payload))
+            except Exception as exc:
+                report_internal_error("exporter sender", exc)
+                time.sleep(0.1)
+
+    def next_action(self, gen: int) -> tuple[Action, Any]:
+        state = self.state
+        with state.lock:
+            while True:
+                if gen != state.generation or state.lifecycle is Lifecycle.CLOSED:
+                    return Action.STOP, None  # after the final drain, what is left stays on disk
+                if state.lifecycle is Lifecycle.PARKING:
+                    self._wait(None)
+                    continue
+                now = _monotonic()
+                allowed = state.health.allowed(now, state.exiting)
+                if allowed == 0:
+                    self._wait(max(0.001, state.health.pause_end(state.exiting) - now))
+                    continue
+                if state.ready and state.in_flight < allowed and not self._too_late_locked(now):
+                    item = state.ready.pop()
+                    state.in_flight += 1
+                    state.in_flight_local += item.local
+                    self.flying.add(item)
+                    if state.ready:
+                        self.wake_locked()
+                    return Action.SEND, item
+                load = self._load_due_locked(now)
+                if load is not None:
+                    state.loading = True
+                    return Action.LOAD, load
+                self._wait(self._orphan_wait_locked(now))
+
+    def _too_late_locked(self, now: float) -> bool:
+        """During the exit drain, an attempt that cannot finish in time is not started.
+
+        Its event stays on disk for the next run. Started anyway, the server might store it after we gave up
+        waiting, and the next run would send it again (no ack was logged): a duplicate for the server to
+        absorb, and the exit budget spent on nothing.
+        """
+        state = self.state
+        return state.exiting and self.spool is not None and state.exit_deadline - now < 2 * self.rtt + 0.02
+
+    def _wait(self, timeout: Optional[float]) -> None:
+        box = self._waiting
+        box[0] += 1
+        try:
+            self.state.send_cv.wait(timeout)
+        finally:
+            box[0] -= 1
+
+    def _room_locked(self) -> int:
+        state = self.state
+        return self.queue_size - len(state.ready) - state.in_flight
+
+    def _load_due_locked(self, now: float) -> Optional[bool]:
+        """None, or whether to load orphans (True) or our own on-disk backlog (False)."""
+        state = self.state
+        if self.spool is None or state.loading or state.ready or self._room_locked() <= 0:
+            return None
+        if state.health.failing:
+            return None  # nothing to gain from reading more while the backend is failing
+        if state.ledger.spool_pending > 0:
+            return False
+        if state.orphan_scan and (now >= state.orphan_at or state.flush_requests or state.exiting):
+            return True
+        return None
+
+    def _orphan_wait_locked(self, now: float) -> Optional[float]:
+        state = self.state
+        if self.spool is not None and state.orphan_scan and not state.loading and now < state.orphan_at:
+            return state.orphan_at - now
+        return None
+
+    # -- one attempt ---------------------------------------------------------------------------------
+
+    def send(self, item: Item, timeout: Optional[float]) -> SendResult:
+        started = _monotonic()
+        try:
+            result = self.transport.send(item.event_id, item.body, timeout)
+            self.rtt += (_monotonic() - started - self.rtt) * 0.2  # benign race: an estimate
+        except Exception as exc:  # a third-party transport broke its contract: keep the event
+            report_internal_error("transport send", exc)
+            result = SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))
+        self.settle(item, result)
+        return result
+
+    def settle(self, item: Item, result: SendResult) -> None:
+        state = self.state
+        outcome = result.outcome
+        final = outcome is Outcome.DELIVERED or outcome is Outcome.REJECTED
+        if final and item.entry is not None and self.spool is not None:
+            self.spool.ack(item.entry)  # before the counts: a flush that returns finds the ack logged
+        message: Optional[str] = None
+        note = False
+        with state.lock:
+            self.flying.discard(item)
+            if item.settled:  # given up on by the exit drain while we were sending it (already uncounted)
+                state.done_cv.notify_all()
+                return
+            state.in_flight -= 1
+            state.in_flight_local -= item.local
+            ledger = state.ledger
+            if final:
+                item.settled = True
+                if outcome is Outcome.REJECTED:
+                    ledger.drop(result.reason or "rejected", local=item.local)
+                    state.last_error = result.detail or result.reason
+                else:
+                    ledger.delivered += item.local
+                    ledger.replayed += not item.local
+                    if state.health.on_success():
+                        state.auth_logged = False
+                        message = "cmdrdata-autopatch: CmdrData accepts events again; delivery resumed"
+                    now = _monotonic()
+                    if self.spool is not None and now - self.last_note >= NOTE_DELIVERY_EVERY:
+                        self.last_note, note = now, True
+                # no wake-up here: this thread takes the next event itself, and wakes another (next_action)
+                # only if more are ready; waking an idle sender per event costs a GIL hand-off each time
+            else:
+                message = self._retry_locked(item, result)
+            state.done_cv.notify_all()
+        self.spawn_pending()
+        if note and self.spool is not None:
+            self._note_delivery(self.spool)
+        if message:
+            (logger.error if "rejected the API key" in message else logger.warning)(message)
+
+    def _note_delivery(self, spool: Spool) -> None:
+        """Every few seconds of delivering: stamp the spool and look for orphans to replay (unlocked)."""
+        spool.note_delivery()
+        if not self.state.orphan_scan and spool.has_orphans():
+            with self.state.lock:
+                self.state.orphan_scan, self.state.orphan_at = (
+                    True,
+                    _monotonic(),
+                )  # a delivering process replays
+                self.wake_locked()
+
+    def _retry_locked(self, item: Item, result: SendResult) -> Optional[str]:
+        state = self.state
+        now = _monotonic()
+        item.failures += 1
+        state.ledger.retried += 1
+        if item.failures >= 3:  # do not let one bad event block the head of the queue
+            state.ready.push(item)
+        else:
+            state.ready.push_front(item)
+        state.last_error = result.detail or result.reason
+        if result.outcome is Outcome.AUTH:
+            delay = state.health.on_auth(now, result.retry_after)
+            if not state.auth_logged:
+                state.auth_logged = True
+                return (
+                    f"cmdrdata-autopatch: CmdrData rejected the API key ({result.detail}). Usage events "
+                    f"are kept; delivery is retried in {delay:.0f} s (doubling up to 5 min); "
+                    "check CMDRDATA_API_KEY."
+                )
+        else:
+            state.health.on_retry(now, result.retry_after)
+        state.send_cv.notify_all()  # waiting senders re-read the pause
+        return None
+
+    # -- reading the spool back ----------------------------------------------------------------------
+
+    def load(self, orphans: bool) -> None:
+        spool = self.spool
+        state = self.state
+        try:
+            with state.lock:
+                limit = max(1, min(self.replay_batch, self._room_locked()))
+            result = spool.load(limit, orphans=orphans) if spool is not None else None
+        finally:
+            with state.lock:
+                state.loading = False
+        if result is None:
+            return
+        with state.lock:
+            local = 0
+            for entry in result.entries:
+                state.ready.push(Item(entry.event_id, entry.body, local=entry.local, entry=entry))
+                local += entry.local
+            ledger = state.ledger
+            ledger.spool_pending -= local + result.lost_local
+            if result.lost_local:
+                ledger.drop("spool_corrupt", result.lost_local)
+            if not orphans and not result.entries and not result.lost_local and ledger.spool_pending > 0:
+                # the spool has nothing left for us although we think it has: never spin on it
+                ledger.drop("spool_lost", ledger.spool_pending)
+                ledger.spool_pending = 0
+            if orphans and len(result.entries) < limit:
+                state.orphan_scan = False
+            if state.ready:
+                self.wake_locked()
+            state.send_cv.notify_all()
+            state.done_cv.notify_all()
+        self.spawn_pending()
+
+    def send_inline(self, until: float) -> None:
+        """No sender thread could run (interpreter shutdown): send on the calling thread until `until`."""
+        state = self.state
+        while True:
+            now = _monotonic()
+            with state.lock:
+                if not state.ready or now >= until or state.health.pause_end(True) >= until:
+                    return
+                item = state.ready.pop()
+                state.in_flight += 1
+                state.in_flight_local += item.local
+                self.flying.add(item)
+            result = self.send(item, until - now)
+            if result.outcome in (Outcome.RETRY, Outcome.AUTH):
+                return
