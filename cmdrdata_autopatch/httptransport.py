@@ -205,10 +205,6 @@ class HttpTransport:
         if self._h2 is not None:
             self._h2.close()
 
-    def describe(self) -> str:
-        """Where events go, for messages (no secret)."""
-        return self.endpoint
-
 
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
