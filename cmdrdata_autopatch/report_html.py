@@ -17,10 +17,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Callable
 
 from .pricing import format_cost
+from .report_model import time_range
 from .report_query import Group, parse_timestamp
+from .report_text import footer_notes, selection_note
 
 if TYPE_CHECKING:
-    from .report import Report
+    from .report_model import Report
 
 # colours told apart by most colour-blind readers (Okabe-Ito, then greys for the rest)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000", "#999999")
@@ -255,8 +257,6 @@ def _customer_tables(report: Report) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page as one string: style inline, charts inline, nothing fetched."""
-    from .report import time_range
-    from .report_text import footer_notes, selection_note
 
     first, last = time_range(report.events)
     span = "" if first is None or last is None else f", {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"

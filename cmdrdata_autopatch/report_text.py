@@ -14,7 +14,7 @@ from typing import Any
 
 from ._cmdline import format_table
 from .pricing import EXTRA_HINT, format_cost
-from .report import STDIN_NAME, Report, time_range
+from .report_model import STDIN_NAME, Report, time_range
 from .report_query import Group
 from .totals import TOKEN_FIELDS
 
