@@ -10,6 +10,7 @@ import pytest
 
 import cmdrdata_autopatch as cmdrdata
 from cmdrdata_autopatch.diagnostics import reset_internal_errors
+from cmdrdata_autopatch.exporter import BackgroundExporter
 
 from .apps.harness import RecordingServer
 from .fake_openai import FakeOpenAI, LoopbackOpenAI
@@ -55,3 +56,12 @@ def server() -> Iterator[RecordingServer]:
         yield srv
     finally:
         srv.close()
+
+
+@pytest.fixture
+def exporters() -> Iterator[list[BackgroundExporter]]:
+    """Collects the exporters a test makes and shuts them down afterwards (no thread outlives the test)."""
+    made: list[BackgroundExporter] = []
+    yield made
+    for exporter in made:
+        exporter.shutdown(0.2)

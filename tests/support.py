@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from cmdrdata_autopatch.events import UsageEvent
 
@@ -65,8 +65,9 @@ def start_python(code: str, env: dict[str, str] | None = None) -> subprocess.Pop
     )
 
 
-def make_event(i: int = 0, customer: str = "c1", **metadata: Any) -> UsageEvent:
-    event = UsageEvent("chat.completions", time.time(), 0.01, customer_id=customer, metadata=metadata or None)
+def make_event(i: int = 0, customer: str = "c1", metadata: Optional[dict[str, Any]] = None) -> UsageEvent:
+    """A chat event billed to `customer`, with `i` output tokens (tells events apart in assertions)."""
+    event = UsageEvent("chat.completions", time.time(), 0.01, customer_id=customer, metadata=metadata)
     event.input_tokens = 5
     event.output_tokens = i
     return event

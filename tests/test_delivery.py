@@ -22,24 +22,16 @@ from typing import Any
 
 import pytest
 
-from cmdrdata_autopatch.events import UsageEvent
 from cmdrdata_autopatch.exporter import BackgroundExporter, Backoff
 from cmdrdata_autopatch.spool import Spool
 from cmdrdata_autopatch.transports import HttpTransport
 
 from .cmdrdata_server import FakeCmdrData, Reply
-from .support import assert_invariant
+from .support import assert_invariant, make_event
 
 KEY = "tk-delivery-test-key-0001"
 REPO = str(Path(__file__).resolve().parents[1])
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process semantics")
-
-
-def make_event(i: int = 0, customer: str = "c1", **metadata: Any) -> UsageEvent:
-    event = UsageEvent("chat.completions", time.time(), 0.01, customer_id=customer, metadata=metadata or None)
-    event.input_tokens = 5
-    event.output_tokens = i
-    return event
 
 
 class RecordingBackoff(Backoff):
@@ -62,14 +54,6 @@ def server() -> Iterator[FakeCmdrData]:
     """The loopback CmdrData, 50 ms away (a hosted API's round trip), as in every delivery test."""
     with FakeCmdrData(latency=0.05) as fake:
         yield fake
-
-
-@pytest.fixture
-def exporters() -> Iterator[list[BackgroundExporter]]:
-    made: list[BackgroundExporter] = []
-    yield made
-    for exporter in made:
-        exporter.shutdown(0.2)
 
 
 def http_exporter(
@@ -263,7 +247,7 @@ def test_memory_is_bounded_with_the_backend_down(exporters: list[BackgroundExpor
     tracemalloc.start()
     try:
         for i in range(20_000):
-            exporter.record(make_event(i, pad="x" * 1024))
+            exporter.record(make_event(i, metadata={"pad": "x" * 1024}))
         exporter.flush(0.5)
         _, peak = tracemalloc.get_traced_memory()
     finally:

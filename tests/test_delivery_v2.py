@@ -40,14 +40,6 @@ def server() -> Iterator[FakeCmdrData]:
         yield fake
 
 
-@pytest.fixture
-def exporters() -> Iterator[list[BackgroundExporter]]:
-    made: list[BackgroundExporter] = []
-    yield made
-    for exporter in made:
-        exporter.shutdown(0.2)
-
-
 def http_exporter(made: list[BackgroundExporter], url: str, **kwargs: Any) -> BackgroundExporter:
     kwargs.setdefault("flush_interval", 0.05)
     kwargs.setdefault("backoff", Backoff(base=0.02, cap=0.2))

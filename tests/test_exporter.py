@@ -14,7 +14,6 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -39,14 +38,7 @@ from cmdrdata_autopatch.transports import (
     SendResult,
 )
 
-from .support import assert_invariant, eventually
-
-
-def make_event(i: int = 0, customer: str = "c1", metadata: Optional[dict[str, Any]] = None) -> UsageEvent:
-    event = UsageEvent("chat.completions", time.time(), 0.01, customer_id=customer, metadata=metadata)
-    event.input_tokens = 5
-    event.output_tokens = i
-    return event
+from .support import assert_invariant, eventually, make_event
 
 
 class GateTransport(MemoryTransport):
@@ -85,15 +77,6 @@ class ScriptedTransport(MemoryTransport):
 
 
 RETRY = SendResult(Outcome.RETRY, reason="http_503", detail="HTTP 503")
-
-
-@pytest.fixture
-def exporters() -> Iterator[list[BackgroundExporter]]:
-    """Collects exporters made by a test and shuts them down afterwards (no thread outlives the test)."""
-    made: list[BackgroundExporter] = []
-    yield made
-    for exporter in made:
-        exporter.shutdown(0.2)
 
 
 def new(exporters: list[BackgroundExporter], transport: Any, **kwargs: Any) -> BackgroundExporter:
