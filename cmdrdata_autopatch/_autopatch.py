@@ -9,6 +9,9 @@ come here: it calls `cmdrdata_autopatch.patch()` itself, with its own warning li
 Start-up code must never stop the program it instruments: any failure (a bad `CMDRDATA_*` value, a broken
 install) becomes one warning line on stderr naming the problem, and the program runs untracked.
 `CMDRDATA_DISABLED=1` wins over everything, checked before anything else is imported.
+
+The `.pth` line also calls in when `CMDRDATA_AUTOPATCH` holds something that is neither yes nor no
+(`ture`): that costs an import only for such a value, and the user learns why nothing is tracked.
 """
 
 from __future__ import annotations
@@ -42,15 +45,50 @@ def warn(message: str) -> None:
         pass
 
 
+def _launched_by_cmdrdata_run() -> bool:
+    # the launcher puts our _bootstrap directory first on PYTHONPATH; the .pth fires before its
+    # sitecustomize does, so the route that calls first is not always the one the user chose
+    ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return any(entry and os.path.abspath(entry) == ours for entry in entries)
+
+
+def describe_route(route: str) -> str:
+    """What the user did to switch tracking on, in their words (never "pth")."""
+    if route == "cmdrdata-run" or _launched_by_cmdrdata_run():
+        return "started with the cmdrdata-run launcher"
+    if route == "pth":
+        return f"switched on by CMDRDATA_AUTOPATCH={os.environ.get('CMDRDATA_AUTOPATCH', '').strip()}"
+    return "switched on by sitecustomize"
+
+
+def _bad_autopatch_value() -> bool:
+    """`CMDRDATA_AUTOPATCH` is set to something that is neither yes nor no: warn (once) and stay off."""
+    if _flag("CMDRDATA_AUTOPATCH"):
+        return False
+    try:
+        from .config import NOTED, environment_notes
+
+        for note in environment_notes({"CMDRDATA_AUTOPATCH": os.environ.get("CMDRDATA_AUTOPATCH", "")}):
+            NOTED.add(note)
+            warn(note)
+    except Exception as exc:  # a broken install must not stop the program
+        warn(f"CMDRDATA_AUTOPATCH is not a yes/no value ({type(exc).__name__}); tracking is off")
+    return True
+
+
 def activate(route: str) -> bool:
     """Turn tracking on for this process, once. Returns True when tracking is on.
 
-    `route` names the mechanism ("pth", "cmdrdata-run", "sitecustomize") for the warning line only.
+    `route` names the mechanism ("pth", "cmdrdata-run", "sitecustomize"); the warning line says what the
+    user did instead (`describe_route`).
     """
     if _outcome[0] is not None:
         return _outcome[0]
     _outcome[0] = False
     if _flag("CMDRDATA_DISABLED"):
+        return False
+    if route == "pth" and not _launched_by_cmdrdata_run() and _bad_autopatch_value():
         return False
     try:
         from .control import is_patched, patch, switch
@@ -60,7 +98,7 @@ def activate(route: str) -> bool:
         _outcome[0] = is_patched()
     except Exception as exc:
         warn(
-            f"usage tracking is OFF in this process (started by {route}): {exc} "
+            f"usage tracking is OFF in this process ({describe_route(route)}): {exc} "
             f"[{type(exc).__name__}]; the program continues untracked"
         )
     return bool(_outcome[0])

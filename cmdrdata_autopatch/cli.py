@@ -13,7 +13,8 @@ lives in its own module (`doctor.py`, `report.py`, ...) and is imported only whe
 Exit codes, for scripts:
 
 - `cmdrdata-run`: the program's own status; 127 no command or command not found, 126 not executable,
-  2 bad option; with `--info`, 0 when the configuration is valid, 1 when it is not.
+  2 bad option (an option's value is checked like the variable it sets, before the command starts);
+  with `--info`, 0 when the configuration is valid, 1 when it is not.
 - `cmdrdata-autopatch doctor`: 0 no problem found (warnings allowed), 1 at least one problem, 2 bad option.
 - `cmdrdata-autopatch report`: 0 report printed (also for an empty file), 1 file missing or unreadable,
   2 bad option.
@@ -113,6 +114,25 @@ def launch_env(options: Mapping[str, str | None], environ: Mapping[str, str] | N
     return env
 
 
+def check_options(options: Mapping[str, str | None]) -> str | None:
+    """The launcher's own options, checked with the same rules as the variables they set, before anything
+    runs: a bad one is the launcher's usage error (exit 2), never a program started untracked."""
+    from .config import SETTINGS_TABLE, ConfigError, check_jsonl_path
+
+    for row in SETTINGS_TABLE:
+        value = options.get(row.key)
+        if row.key not in RUN_OPTIONS or value is None:
+            continue
+        source = "--" + row.key.replace("_", "-")
+        try:
+            row.parse(source, value)
+            if row.key == "jsonl_path":
+                check_jsonl_path(value, source)
+        except ConfigError as exc:
+            return str(exc)
+    return None
+
+
 def _info(env: Mapping[str, str], command: Sequence[str]) -> int:
     """`--info`: what the command would run with (key masked); 1 when the configuration is invalid."""
     from .config import ConfigError, env_flag, load_settings
@@ -132,6 +152,7 @@ def _info(env: Mapping[str, str], command: Sequence[str]) -> int:
         code = EXIT_PROBLEM
     else:
         lines.extend(f"  {key:<15} {value}" for key, value in settings.describe().items())
+        lines.extend(f"warning: {note}" for note in settings.notes)
     write_stdout("\n".join(lines) + "\n")
     return code
 
@@ -173,7 +194,12 @@ def run_main(argv: Sequence[str] | None = None, prog: str = "cmdrdata-run") -> i
     command: list[str] = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    env = launch_env({key: getattr(args, key) for key in RUN_OPTIONS})
+    options = {key: getattr(args, key) for key in RUN_OPTIONS}
+    problem = check_options(options)
+    if problem is not None:
+        error(prog, problem)
+        return EXIT_USAGE
+    env = launch_env(options)
     if args.info:
         return _info(env, command)
     if not command:

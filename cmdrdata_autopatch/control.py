@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from . import patching
-from .config import Settings, load_settings
+from .config import NOTED, Settings, load_settings
 from .context import validate_customer_id
 from .diagnostics import internal_errors
 from .exporter import Recorder
@@ -69,17 +69,28 @@ def _warn_without_openai() -> None:
         )
 
 
+def warn_notes(notes: Any) -> None:
+    """Log each settings note once per process (patch() may run twice: the .pth and the launcher)."""
+    for note in notes:
+        if note not in NOTED:
+            NOTED.add(note)
+            logger.warning("cmdrdata-autopatch: warning: %s", note)
+
+
 def patch(exporter: Any = None, **settings: Any) -> None:
     """Track every OpenAI call in this process. Safe to call before or after `import openai`, and twice.
 
     `exporter` is a name (`http`, `jsonl`, `console`, `memory`, `none`) or any object with `record(event)`.
     Other keywords (`api_key`, `endpoint`, `customer_id`, `jsonl_path`, `spool_dir`, `queue_size`,
-    `flush_interval`, `exit_timeout`, `stream_usage`, `log_level`) override the `CMDRDATA_*` environment.
-    A bad value raises `ValueError` here, naming the setting and what is allowed.
+    `flush_interval`, `exit_timeout`, `stream_usage`, `stream_usage_hosts`, `log_level`, `service`,
+    `environment`, ...) override the `CMDRDATA_*` environment. A bad keyword, or a bad environment value of
+    a setting that decides what is billed or where it goes, raises `ValueError` here naming the setting and
+    what is allowed; any other bad environment value is logged once and its default is used.
     """
     if isinstance(exporter, str):
         settings["exporter"] = exporter
     resolved = load_settings(**settings)
+    warn_notes(resolved.notes)
     if resolved.disabled:
         logger.info("cmdrdata-autopatch: CMDRDATA_DISABLED is set; not patching")
         return
@@ -94,6 +105,8 @@ def patch(exporter: Any = None, **settings: Any) -> None:
         previous = RUNTIME.recorder
         RUNTIME.recorder = recorder
         RUNTIME.stream_usage = resolved.stream_usage
+        RUNTIME.set_deployment(resolved.service, resolved.environment)
+        RUNTIME.set_stream_usage_hosts(resolved.stream_usage_hosts)
         RUNTIME.default_customer = default
         switch.settings = resolved
         patching.install()
@@ -110,6 +123,7 @@ def unpatch() -> None:
     with _lock:
         RUNTIME.recorder = None
         RUNTIME.default_customer = None
+        RUNTIME.set_deployment(None, None)
         patching.uninstall()
 
 

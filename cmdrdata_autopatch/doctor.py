@@ -110,20 +110,24 @@ def _target_facts(diag: Diagnosis) -> None:
 
 
 def _settings_facts(diag: Diagnosis) -> Settings | None:
-    from .config import ConfigError, load_settings
+    from .config import ConfigError, environment_notes, load_settings
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         diag.data["settings"] = None
+        diag.data["settings_notes"] = environment_notes(os.environ)
+        diag.warnings.extend(diag.data["settings_notes"])
         diag.problems.append(f"configuration: {exc}")
         return None
     diag.data["settings"] = settings.describe()
+    diag.data["settings_notes"] = list(settings.notes)
+    diag.warnings.extend(settings.notes)  # unknown names, yes/no typos, cosmetic values that fell back
     return settings
 
 
 def jsonl_path_problem(path: str) -> str | None:
-    """Why the jsonl exporter could not append to `path`, or None (missing directories are created)."""
+    """Why the jsonl exporter could not append to `path`, or None (its directory must exist)."""
     if os.path.isdir(path):
         return f"the jsonl exporter cannot write to {path}: it is a directory, not a file"
     blocker = blocking_ancestor(path)
@@ -132,8 +136,8 @@ def jsonl_path_problem(path: str) -> str | None:
     target = path
     if not os.path.exists(path):
         target = os.path.dirname(os.path.abspath(path))
-        while not os.path.isdir(target):  # the nearest directory that exists: the rest is created in it
-            target = os.path.dirname(target)
+        if not os.path.isdir(target):
+            return f"the jsonl exporter cannot write to {path}: the directory {target} does not exist"
     if os.access(target, os.W_OK):
         return None
     return f"the jsonl exporter cannot write to {target} (not writable)"

@@ -20,6 +20,7 @@ from typing import Any
 
 from ._version import __version__
 from .diagnostics import redact
+from .runtime import RUNTIME
 from .usage import clean, numbers
 
 SDK_NAME = "cmdrdata-autopatch"
@@ -184,6 +185,9 @@ class UsageEvent:
         self.customer_id = customer_id
         self.metadata = metadata
         self.model = model
+        deployment = RUNTIME.deployment  # (service, environment) set by patch(); None: both stay null
+        if deployment is not None:
+            self.service, self.environment = deployment
 
     def __getattr__(self, name: str) -> Any:
         """An unset wire slot reads as its default (called only when the slot was never assigned)."""

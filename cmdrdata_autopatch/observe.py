@@ -167,6 +167,45 @@ def _not_given(value: Any) -> bool:
     return type(value).__name__ in ("NotGiven", "Omit")
 
 
+# Azure OpenAI accepts `stream_options` from this api-version on; older ones answer 400 "Unrecognized request
+# argument" (openai-python#1469), so their streams stay estimated. The v1 API (no api-version) accepts it.
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+
+
+def _azure_accepts(client: Any) -> bool:
+    version = getattr(client, "_api_version", None)
+    if version is None:
+        query = getattr(client, "_custom_query", None)
+        version = query.get("api-version") if isinstance(query, dict) else None
+    if not isinstance(version, str) or not version[:4].isdigit():
+        return True  # the v1 API, or a named version ("preview", "latest") newer than any dated one
+    return version[:10] >= AZURE_STREAM_OPTIONS_SINCE
+
+
+def _listed(rt: Runtime, client: Any) -> bool:
+    """The client's host is in CMDRDATA_STREAM_USAGE_HOSTS (`*.example.com` matches its subdomains)."""
+    hosts = rt.stream_usage_hosts
+    if not hosts:
+        return False
+    host = getattr(getattr(client, "base_url", None), "host", None)
+    if not isinstance(host, str):
+        return False
+    host = host.lower()
+    return any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
+
+
+def accepts_stream_options(rt: Runtime, client: Any) -> bool:
+    """Under `auto`: is the client's host known to accept `stream_options`? api.openai.com, Azure OpenAI
+    (recent enough api-version), and the hosts the user listed; any other host may reject the unknown
+    parameter (a broken call is worse than an estimate), so its streams are estimated and flagged."""
+    provider = cached_provider_of(client)
+    if provider == "openai":
+        return True
+    if provider == "azure" and _azure_accepts(client):
+        return True
+    return _listed(rt, client)
+
+
 def inject_stream_usage(rt: Runtime, kwargs: dict[str, Any], client: Any) -> bool:
     """Ask for the usage chunk on a chat/completions stream when policy allows and the caller did not
     set `stream_options` themselves. `kwargs` is wrapt's fresh per-call dict, never the caller's.
@@ -176,7 +215,7 @@ def inject_stream_usage(rt: Runtime, kwargs: dict[str, Any], client: Any) -> boo
         return False
     if "stream_options" in kwargs and not _not_given(kwargs["stream_options"]):
         return False
-    if policy == "auto" and cached_provider_of(client) != "openai":
+    if policy == "auto" and not accepts_stream_options(rt, client):
         return False
     kwargs["stream_options"] = {"include_usage": True}
     return True

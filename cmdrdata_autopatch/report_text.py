@@ -66,16 +66,50 @@ def selection_note(report: Report) -> list[str]:
     return lines
 
 
+def _estimated_notes(report: Report) -> list[str]:
+    """Which calls are estimates, and the setting that turns the streamed ones into reported usage."""
+    hosts: dict[str, int] = {}
+    others = 0
+    for event in report.events:
+        if event.get("usage_source") != "estimated":
+            continue
+        if event.get("streaming") is True:
+            host = str(event.get("provider") or "unknown host")
+            hosts[host] = hosts.get(host, 0) + 1
+        else:
+            others += 1
+    notes = []
+    if hosts:
+        named = sorted(h for h in hosts if h not in ("openai", "azure", "unknown host"))
+        fixes = []
+        if named:
+            fixes.append(
+                f"if {'that host accepts' if len(named) == 1 else 'those hosts accept'} stream_options, "
+                f"set CMDRDATA_STREAM_USAGE_HOSTS={','.join(named)} (or CMDRDATA_STREAM_USAGE=always)"
+            )
+        if "azure" in hosts:
+            fixes.append("for Azure OpenAI, use api-version 2024-09-01 or later")
+        if "openai" in hosts or "unknown host" in hosts:
+            fixes.append("a stream closed before its end, or your own stream_options, also leave no usage")
+        listed = ", ".join(f"{host} ({n})" for host, n in sorted(hosts.items()))
+        notes.append(
+            f"{sum(hosts.values())} streamed call(s) had no usage reported (column 'estimated': tokens are "
+            f"estimates) through {listed}. To get real numbers: {'; '.join(fixes)}."
+        )
+    if others:
+        notes.append(
+            f"{others} {'other ' if hosts else ''}call(s) had no usage reported (column 'estimated'): "
+            "their tokens are estimates."
+        )
+    return notes
+
+
 def footer_notes(report: Report) -> list[str]:
     """What a reader must know to trust the numbers: estimates, prices, and why a run can count twice."""
     notes = []
     _, total = report.grouped([])
     if total.totals.estimated:
-        notes.append(
-            f"{total.totals.estimated} call(s) had no usage reported by OpenAI (column 'estimated'): their "
-            "tokens are estimates. For streams through a non-OpenAI host, ask the host for usage with "
-            "stream_options={'include_usage': True} or CMDRDATA_STREAM_USAGE=always."
-        )
+        notes.extend(_estimated_notes(report))
     prices = report.prices
     if prices is None:
         notes.append(f"no cost column: {EXTRA_HINT}.")

@@ -26,6 +26,7 @@ class Runtime:
     __slots__ = (
         "async_stream_types",
         "default_customer",
+        "deployment",
         "dropins",
         "raw_types",
         "recorder",
@@ -33,6 +34,7 @@ class Runtime:
         "stream_options_supported",
         "stream_types",
         "stream_usage",
+        "stream_usage_hosts",
     )
 
     def __init__(self) -> None:
@@ -40,11 +42,24 @@ class Runtime:
         self.default_customer: str | None = None  # CMDRDATA_CUSTOMER_ID / patch(customer_id=...)
         self.dropins = False  # a drop-in client exists: each call checks its client for its own tracker
         self.stream_usage = "auto"  # CMDRDATA_STREAM_USAGE
+        # hosts besides api.openai.com known to accept stream_options (CMDRDATA_STREAM_USAGE_HOSTS + Azure)
+        self.stream_usage_hosts: tuple[str, ...] = ()
+        # (service, environment) copied onto every event; None when neither is set (nothing to copy)
+        self.deployment: tuple[str | None, str | None] | None = None
         self.stream_options_supported = True  # openai >= 1.26.0 accepts stream_options
         self.stream_types: tuple[type, ...] = ()
         self.async_stream_types: tuple[type, ...] = ()
         self.raw_types: tuple[type, ...] = ()
         self.special_types: tuple[type, ...] = ()  # all of the above: results that are not billed as is
+
+    def set_deployment(self, service: str | None, environment: str | None) -> None:
+        """Set once by `patch()`: each event copies the pair at creation (one tuple, read on the caller's
+        thread, so an event never changes labels when `patch()` runs again before it is sent)."""
+        self.deployment = None if service is None and environment is None else (service, environment)
+
+    def set_stream_usage_hosts(self, hosts: tuple[str, ...]) -> None:
+        """Set by `patch()`: the configured hosts that accept `stream_options` (lower case)."""
+        self.stream_usage_hosts = tuple(host.lower() for host in hosts)
 
     def configure_openai_types(self, openai_version: str) -> None:
         """Resolve the SDK classes results are tested against (called once `openai` is imported)."""

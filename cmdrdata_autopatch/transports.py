@@ -140,10 +140,7 @@ class JsonlTransport:
     def send(self, event_id: str, body: bytes, timeout: Optional[float] = None) -> SendResult:
         try:
             with self._lock:
-                if self._fd is None:
-                    directory = os.path.dirname(self.path)
-                    if directory:
-                        os.makedirs(directory, exist_ok=True)
+                if self._fd is None:  # its directory must exist: never created (config.check_jsonl_path)
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 data = body + b"\n"
                 view = memoryview(data)

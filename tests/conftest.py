@@ -17,7 +17,13 @@ from .fake_openai import FakeOpenAI, LoopbackOpenAI
 
 # Never let a developer's environment leak into the tests.
 for _name in list(os.environ):
-    if _name.startswith("CMDRDATA_"):
+    # (service / environment fall back on the OpenTelemetry and Datadog names)
+    if _name.startswith("CMDRDATA_") or _name in (
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "DD_SERVICE",
+        "DD_ENV",
+    ):
         del os.environ[_name]
 
 

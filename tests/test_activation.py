@@ -113,16 +113,57 @@ def test_disabled_wins_over_the_launcher(tmp_path: Path) -> None:
     assert "ours-imported False" in result.stdout  # not even imported: the kill switch costs nothing
 
 
-def test_broken_configuration_warns_once_and_the_program_runs(tmp_path: Path) -> None:
-    env = clean_env(tmp_path, CMDRDATA_QUEUE_SIZE="abc")
+def test_bad_billing_setting_warns_once_and_the_program_runs_untracked(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, CMDRDATA_EXPORTER="kafka")
     result = run([*CMDRDATA_RUN, sys.executable, str(CHAT_APP)], env)
     assert result.returncode == 0, result.stderr
     assert "APP-RAN" in result.stdout and "tracked=False" in result.stdout
     lines = warning_lines(result.stderr)
     assert len(lines) == 1, result.stderr  # the .pth and the bootstrap both fire; one line only
-    assert "CMDRDATA_QUEUE_SIZE" in lines[0] and "'abc'" in lines[0]
+    assert "CMDRDATA_EXPORTER" in lines[0] and "'kafka'" in lines[0]
+    # what the user did, not the mechanism that fired first (the .pth runs before the launcher's hook)
+    assert "cmdrdata-run launcher" in lines[0] and "pth" not in lines[0]
     assert "Traceback" not in result.stderr
     assert events(tmp_path) == []
+
+
+def test_bad_cosmetic_setting_warns_once_and_tracking_stays_on(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, CMDRDATA_QUEUE_SIZE="abc", CMDRDATA_LOG_LEVEL="verbose")
+    result = run([*CMDRDATA_RUN, sys.executable, str(CHAT_APP)], env)
+    assert result.returncode == 0, result.stderr
+    assert "tracked=True" in result.stdout
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 2, result.stderr  # one per bad value, although patch() runs from two routes
+    assert any("CMDRDATA_QUEUE_SIZE='abc'" in line and "using the default (10000)" in line for line in lines)
+    assert any("CMDRDATA_LOG_LEVEL='verbose'" in line and "DEBUG" in line for line in lines)
+    assert_one_chat_event(tmp_path)
+
+
+def test_unknown_name_warns_with_the_closest_one(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, CMDRDATA_CUSTOMERID="acme")
+    result = run([*CMDRDATA_RUN, sys.executable, str(CHAT_APP)], env)
+    assert "tracked=True" in result.stdout, result.stderr
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "CMDRDATA_CUSTOMERID is not a cmdrdata-autopatch setting" in lines[0]
+    assert "did you mean CMDRDATA_CUSTOMER_ID?" in lines[0]
+
+
+def test_launcher_refuses_a_bad_option_before_starting_anything(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').close()"
+    result = run([*CMDRDATA_RUN, "--exporter", "kafka", sys.executable, "-c", code], clean_env(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "--exporter='kafka' must be one of http, jsonl, console, memory, none" in result.stderr
+    assert not marker.exists()  # the program never started
+    missing = tmp_path / "no-such-dir" / "usage.jsonl"
+    result = run(
+        [*CMDRDATA_RUN, "--jsonl-path", str(missing), sys.executable, "-c", code], clean_env(tmp_path)
+    )
+    assert result.returncode == 2 and "does not exist" in result.stderr and not marker.exists()
+    result = run([*CMDRDATA_RUN, "--endpoint", "http://example.com/x", "true"], clean_env(tmp_path))
+    assert result.returncode == 2 and "--endpoint=" in result.stderr
 
 
 def test_missing_command_exits_127(tmp_path: Path) -> None:
@@ -206,6 +247,27 @@ def test_pth_route_disabled_wins(tmp_path: Path) -> None:
     assert "ours-imported False" in result.stdout
     result = run([sys.executable, str(CHAT_APP)], env)
     assert "tracked=False" in result.stdout and events(tmp_path) == []
+
+
+def test_pth_route_warns_about_a_flag_that_is_neither_yes_nor_no(tmp_path: Path) -> None:
+    require_installed_pth()
+    result = run([sys.executable, str(CHAT_APP)], clean_env(tmp_path, CMDRDATA_AUTOPATCH="ture"))
+    assert result.returncode == 0 and "tracked=False" in result.stdout, result.stderr
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "CMDRDATA_AUTOPATCH='ture'" in lines[0] and "did you mean 'true'?" in lines[0]
+    assert events(tmp_path) == []
+    result = run([sys.executable, str(CHAT_APP)], clean_env(tmp_path, CMDRDATA_AUTOPATCH="0"))
+    assert warning_lines(result.stderr) == [] and "tracked=False" in result.stdout
+
+
+def test_pth_route_names_the_variable_not_the_mechanism(tmp_path: Path) -> None:
+    require_installed_pth()
+    env = clean_env(tmp_path, CMDRDATA_AUTOPATCH="1", CMDRDATA_CUSTOMER_ID="bad\ncustomer")
+    result = run([sys.executable, str(CHAT_APP)], env)
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1 and "switched on by CMDRDATA_AUTOPATCH=1" in lines[0], result.stderr
+    assert "pth" not in lines[0]
 
 
 def test_pth_file_is_the_one_in_the_repo() -> None:

@@ -65,8 +65,14 @@ def test_info_masks_the_key_and_validates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert SECRET not in result.stdout and "****XYZW" in result.stdout
     assert "acme" in result.stdout and "http" in result.stdout  # a key makes the http exporter the default
-    bad = run([*CMDRDATA_RUN, "--exporter", "carrier-pigeon", "--info"], env)
+    bad = run(
+        [*CMDRDATA_RUN, "--exporter", "carrier-pigeon", "--info"], env
+    )  # the option itself: usage error
+    assert bad.returncode == 2 and "--exporter='carrier-pigeon' must be one of" in bad.stderr
+    bad = run([*CMDRDATA_RUN, "--info"], {**env, "CMDRDATA_EXPORTER": "carrier-pigeon"})
     assert bad.returncode == 1 and "CMDRDATA_EXPORTER" in bad.stdout
+    noted = run([*CMDRDATA_RUN, "--info"], {**env, "CMDRDATA_LOG_LEVEL": "verbose"})
+    assert noted.returncode == 0 and "warning: CMDRDATA_LOG_LEVEL='verbose'" in noted.stdout
 
 
 def test_python_m_is_the_dispatcher(tmp_path: Path) -> None:
@@ -116,7 +122,7 @@ def test_help_into_a_closed_pipe_is_quiet(args: list[str], tmp_path: Path) -> No
 def test_info_into_a_closed_pipe_keeps_its_status(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     assert run_into_closed_pipe([*CMDRDATA_RUN, "--info"], env).returncode == 0
-    bad = run_into_closed_pipe([*CMDRDATA_RUN, "--exporter", "carrier-pigeon", "--info"], env)
+    bad = run_into_closed_pipe([*CMDRDATA_RUN, "--info"], {**env, "CMDRDATA_EXPORTER": "carrier-pigeon"})
     assert bad.returncode == 1
     assert_quiet_exit(bad.stderr)
 

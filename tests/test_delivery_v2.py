@@ -306,10 +306,17 @@ def test_exit_line_counts_every_loss_of_the_process_lifetime(
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999", "Infinity"])
 def test_non_finite_settings_are_rejected(value: str) -> None:
-    with pytest.raises(ConfigError, match="CMDRDATA_EXIT_TIMEOUT"):
-        load_settings({"CMDRDATA_EXIT_TIMEOUT": value})
-    with pytest.raises(ConfigError, match="CMDRDATA_FLUSH_INTERVAL"):
-        load_settings({"CMDRDATA_FLUSH_INTERVAL": value})
+    # a keyword raises; an environment value (a tuning setting) is a note and the default is used
+    with pytest.raises(ConfigError, match="exit_timeout"):
+        load_settings({}, exit_timeout=value)
+    with pytest.raises(ConfigError, match="flush_interval"):
+        load_settings({}, flush_interval=value)
+    settings = load_settings({"CMDRDATA_EXIT_TIMEOUT": value, "CMDRDATA_FLUSH_INTERVAL": value})
+    assert (settings.exit_timeout, settings.flush_interval) == (2.0, 0.1)
+    assert sorted(note.split("=")[0] for note in settings.notes) == [
+        "CMDRDATA_EXIT_TIMEOUT",
+        "CMDRDATA_FLUSH_INTERVAL",
+    ]
 
 
 def test_new_settings_are_validated() -> None:
@@ -322,8 +329,10 @@ def test_new_settings_are_validated() -> None:
         {"CMDRDATA_MAX_IN_FLIGHT": "1000"},
         {"CMDRDATA_SPOOL_FSYNC": "x"},
     ):
-        with pytest.raises(ConfigError, match=next(iter(env))):
-            load_settings(env)
+        notes = load_settings(env).notes
+        assert len(notes) == 1 and notes[0].startswith(next(iter(env))) and "using the default" in notes[0]
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        load_settings({}, max_in_flight=0)
 
 
 def test_nan_metadata_is_a_value_error_at_the_call_naming_the_key() -> None:

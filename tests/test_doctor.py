@@ -88,11 +88,36 @@ def test_doctor_unreachable_endpoint(tmp_path: Path) -> None:
     assert data["endpoint_check"]["ok"] is False and "no answer" in data["endpoint_check"]["detail"]
 
 
-def test_doctor_reports_a_bad_setting(tmp_path: Path) -> None:
-    code, data = doctor(clean_env(tmp_path, CMDRDATA_FLUSH_INTERVAL="soon"))
+def test_doctor_reports_a_bad_billing_setting_as_a_problem(tmp_path: Path) -> None:
+    code, data = doctor(clean_env(tmp_path, CMDRDATA_EXPORTER="kafak"), "--no-network")
     assert code == 1
     assert data["settings"] is None
-    assert any("CMDRDATA_FLUSH_INTERVAL" in p and "'soon'" in p for p in data["problems"])
+    assert any("CMDRDATA_EXPORTER='kafak'" in p and "none" in p for p in data["problems"]), data["problems"]
+
+
+def test_doctor_lists_cosmetic_values_unknown_names_and_flag_typos(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, CMDRDATA_FLUSH_INTERVAL="soon", CMDRDATA_APIKEY="x", CMDRDATA_AUTOPATCH="ture")
+    code, data = doctor(env, "--no-network")
+    assert code == 0, data["problems"]  # tracking would stay on: warnings, not problems
+    assert data["settings"]["flush_interval"] == 0.1  # the default, used instead
+    notes = data["settings_notes"]
+    assert any("CMDRDATA_FLUSH_INTERVAL='soon'" in n and "using the default (0.1)" in n for n in notes)
+    assert any("CMDRDATA_APIKEY" in n and "did you mean CMDRDATA_API_KEY?" in n for n in notes), notes
+    assert any("CMDRDATA_AUTOPATCH='ture'" in n and "did you mean 'true'?" in n for n in notes), notes
+    assert set(notes) <= set(data["warnings"])
+    text = run([*CLI, "doctor", "--no-network"], env).stdout
+    assert "did you mean CMDRDATA_API_KEY?" in text
+
+
+def test_doctor_shows_service_and_environment(tmp_path: Path) -> None:
+    env = clean_env(
+        tmp_path, OTEL_SERVICE_NAME="billing-api", OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod"
+    )
+    code, data = doctor(env, "--no-network")
+    assert code == 0, data["problems"]
+    assert (data["settings"]["service"], data["settings"]["environment"]) == ("billing-api", "prod")
+    text = run([*CLI, "doctor", "--no-network"], clean_env(tmp_path, CMDRDATA_SERVICE="svc")).stdout
+    assert "service         svc" in text
 
 
 def test_json_into_a_closed_pipe_is_quiet_and_keeps_the_verdict(tmp_path: Path) -> None:
@@ -101,7 +126,7 @@ def test_json_into_a_closed_pipe_is_quiet_and_keeps_the_verdict(tmp_path: Path) 
     result = run_into_closed_pipe([*CLI, "doctor", "--json", "--no-network"], env)
     assert result.returncode == 0
     assert_quiet_exit(result.stderr)
-    bad = run_into_closed_pipe([*CLI, "doctor", "--no-network"], clean_env(tmp_path, CMDRDATA_QUEUE_SIZE="x"))
+    bad = run_into_closed_pipe([*CLI, "doctor", "--no-network"], clean_env(tmp_path, CMDRDATA_EXPORTER="x"))
     assert bad.returncode == 1  # the findings decide the status, not the reader
     assert_quiet_exit(bad.stderr)
 
@@ -118,7 +143,8 @@ def test_a_file_where_the_jsonl_directory_should_be_is_named(tmp_path: Path) -> 
 
 def test_jsonl_path_problem(tmp_path: Path) -> None:
     assert doc.jsonl_path_problem(str(tmp_path / "u.jsonl")) is None
-    assert doc.jsonl_path_problem(str(tmp_path / "new" / "deeper" / "u.jsonl")) is None  # created on use
+    missing = doc.jsonl_path_problem(str(tmp_path / "new" / "deeper" / "u.jsonl"))  # never created for it
+    assert missing is not None and f"the directory {tmp_path / 'new' / 'deeper'} does not exist" in missing
     (tmp_path / "u.jsonl").write_text("")
     assert doc.jsonl_path_problem(str(tmp_path / "u.jsonl")) is None
     problem = doc.jsonl_path_problem(str(tmp_path))
@@ -137,7 +163,7 @@ def test_jsonl_path_problem_unwritable_directory(tmp_path: Path, monkeypatch: py
         return False if os.fspath(path) == str(locked) else real_access(path, mode, **kw)
 
     monkeypatch.setattr(doc.os, "access", access)
-    problem = doc.jsonl_path_problem(str(locked / "sub" / "u.jsonl"))
+    problem = doc.jsonl_path_problem(str(locked / "u.jsonl"))
     assert problem == f"the jsonl exporter cannot write to {locked} (not writable)"
     assert doc.jsonl_path_problem(str(tmp_path / "u.jsonl")) is None
 

@@ -205,8 +205,9 @@ def test_disabled_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     ("kwargs", "env", "needle"),
     [
         ({"queue_size": "abc"}, {}, "queue_size"),
-        ({}, {"CMDRDATA_QUEUE_SIZE": "-3"}, "CMDRDATA_QUEUE_SIZE"),
-        ({}, {"CMDRDATA_STREAM_USAGE": "sometimes"}, "CMDRDATA_STREAM_USAGE"),
+        ({"stream_usage": "sometimes"}, {}, "stream_usage"),  # a keyword is code: it raises
+        ({}, {"CMDRDATA_EXPORTER": "kafka"}, "CMDRDATA_EXPORTER"),  # billing settings switch it off
+        ({}, {"CMDRDATA_CUSTOMER_ID": "a\nb"}, "CMDRDATA_CUSTOMER_ID"),
         ({"exporter": "kafka"}, {}, "exporter"),
         ({"endpoint": "http://billing.example.com/api"}, {}, "https"),
         ({"customer_id": 42}, {}, "customer_id"),

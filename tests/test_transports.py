@@ -150,7 +150,7 @@ def test_http_hanging_backend_times_out_within_the_given_budget(server: FakeCmdr
 
 
 def test_jsonl_appends_one_line_per_event_and_summarizes(tmp_path: pytest.TempPathFactory) -> None:
-    path = tmp_path / "sub" / "usage.jsonl"  # type: ignore[operator]
+    path = tmp_path / "usage.jsonl"  # type: ignore[operator]
     transport = JsonlTransport(path, summarize=True)
     events = [make_event("a", 5), make_event("b", 10), make_event("a", 1)]
     for event in events:
