@@ -84,6 +84,8 @@ class Call:
         try:
             event = self.event(time.perf_counter() - self.start_perf, self.kwargs.get("stream") is True)
             event.set_error(exc)
+            if event.request_id is None:  # openai 1.0.x errors have no `request_id`: their response does
+                event.request_id = header_request_id(getattr(exc, "response", None))
             emit(self.recorder, event)
         except Exception as inner:
             report_internal_error("error event", inner)
