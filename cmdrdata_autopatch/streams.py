@@ -69,6 +69,7 @@ class StreamCapture:
         "model",
         "once",
         "sink",
+        "source_id",
         "start_perf",
         "stream_kind",
         "tier",
@@ -102,6 +103,7 @@ class StreamCapture:
         self.tier: str | None = None
         self.usage: dict[str, Any] | None = None
         self.units: dict[str, Any] | None = None  # hosted tools / images the stream showed
+        self.source_id: str | None = None  # a background response's id: objects.py bills it once
         self.done = False
         self.once = threading.Lock()
 
@@ -134,6 +136,9 @@ class StreamCapture:
                 response = getattr(item, "response", None)
                 self.usage = copy_usage(getattr(response, "usage", None))
                 self.units = response_units(response)
+                if getattr(response, "background", None) is True:
+                    response_id = getattr(response, "id", None)
+                    self.source_id = response_id if type(response_id) is str else None
                 self._names(response)  # the final response's model and tier win
         except Exception as exc:
             report_internal_error("stream observe", exc)
@@ -163,6 +168,7 @@ class StreamCapture:
                 if self.stream_kind == "chat":
                     add_units(event, chat_search_units(self.kwargs or {}, event.model))
             self.kwargs = None
+            event.source_id = self.source_id
             if error is not None:
                 event.set_error(error)
             self.sink(event)
