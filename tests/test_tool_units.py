@@ -199,7 +199,7 @@ def test_chat_stream_without_usage_names_the_chunks_model(
     chunks = chat_chunks(include_usage=False, model="gpt-4o-2024-08-06")
     fake.overrides["/chat/completions"] = lambda *a: (200, SSE, sse(chunks))
     stream = fake.client().chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True, stream_options=None
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
     )
     list(stream)
     (event,) = memory.wire()
