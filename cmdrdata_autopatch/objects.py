@@ -6,7 +6,9 @@ when it completes). The call that creates such an object bills nothing (an estim
 work twice); the usage is read from the object itself when a later call returns it terminal:
 `responses.retrieve` (also with `stream=True`, which is what `responses.stream(response_id=)` does),
 `responses.cancel`, `batches.retrieve`, `batches.list` (the page returned; later pages are not fetched by
-us). The table rows say which method returns which object (`kind="object"`, `reads`, `role`).
+us), assistants `runs.retrieve` (also through `with_raw_response`, which `runs.poll` and `create_and_poll`
+use), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`). The table rows say which
+method returns which object (`kind="object"`, `reads`, `role`).
 
 Exactly once: the event's id is derived from the object id (derived.py), so a second poll, a second
 process, or a replay produces the same id, and the CmdrData API deduplicates it; `first_time()` spares the
@@ -34,6 +36,7 @@ Reads that fail raise to the caller as usual and bill nothing (reading an object
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -62,6 +65,8 @@ MAX_METADATA_KEYS = 16  # OpenAI's limit on an object's metadata
 TERMINAL = {
     "response": frozenset(("completed", "failed", "incomplete", "cancelled")),
     "batch": frozenset(("completed", "failed", "cancelled", "expired")),
+    "run": frozenset(("completed", "failed", "cancelled", "expired", "incomplete")),
+    "job": frozenset(("succeeded", "failed", "cancelled")),
 }
 
 Wrapper = Callable[..., Any]
@@ -180,6 +185,8 @@ def bill_object(read: _Read, obj: Any) -> None:
     fill_from_result(event, "text", {}, obj)
     if read.reads == "batch":
         event.service_tier = "batch"  # Batch API work is billed at the batch rate
+    elif read.reads == "job" and not _trained(event, obj):
+        return  # a job that trained nothing bills nothing
     elif get(obj, "status") == "failed":
         event.error_occurred = True
         event.error_type = "response.failed"
@@ -187,6 +194,40 @@ def bill_object(read: _Read, obj: Any) -> None:
         event.error_code = code if isinstance(code, str) else None
     event.set_ids(derived_event_id(event.provider, read.api, object_id), object_id, event.service_tier)
     _emit_once(read.recorder, event, object_id)
+
+
+def _trained(event: UsageEvent, job: Any) -> bool:
+    """A fine-tuning job bills its `trained_tokens` (units.trained_tokens); its model is the tuned one."""
+    trained = get(job, "trained_tokens")
+    if type(trained) is not int or trained <= 0:
+        return False
+    event.units = {"trained_tokens": trained}
+    event.usage_source = "reported"
+    tuned = get(job, "fine_tuned_model")
+    if isinstance(tuned, str) and tuned:
+        event.model = tuned
+    return True
+
+
+def _watch_parse(read: _Read, raw: Any) -> None:
+    """A raw response (`with_raw_response.retrieve`, which `runs.poll` uses): bill what `parse()` gives."""
+    parse = raw.parse
+
+    def bill(obj: Any) -> Any:
+        try:
+            bill_object(read, obj)
+        except Exception as exc:
+            report_internal_error("object usage", exc)
+        return obj
+
+    if inspect.iscoroutinefunction(parse):
+
+        async def parse_async(*args: Any, **kwargs: Any) -> Any:
+            return bill(await parse(*args, **kwargs))
+
+        raw.parse = parse_async
+    else:
+        raw.parse = lambda *args, **kwargs: bill(parse(*args, **kwargs))
 
 
 def _emit_once(recorder: Any, event: UsageEvent, object_id: str) -> None:
@@ -256,6 +297,8 @@ def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
                 bill_object(read, item)
         elif isinstance(result, rt.stream_types + rt.async_stream_types):
             return _stream(rt, read, result)
+        elif isinstance(result, rt.raw_types):
+            _watch_parse(read, result)
         else:
             bill_object(read, result)
     except Exception as exc:

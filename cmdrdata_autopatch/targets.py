@@ -228,6 +228,17 @@ TARGETS: tuple[Target, ...] = (
     Target(
         R + "batches", "Batches.list", "batches", BATCH_LIST_FIRST, kind="object", reads="batch", role="list"
     ),
+    Target(R + "beta.threads.runs", "Runs.retrieve", "assistants.runs", "1.1.0", kind="object", reads="run"),
+    Target(R + "fine_tuning.jobs", "Jobs.retrieve", "fine_tuning.jobs", "1.0.0", kind="object", reads="job"),
+    Target(
+        R + "fine_tuning.jobs",
+        "Jobs.create",
+        "fine_tuning.jobs",
+        "1.0.0",
+        kind="object",
+        reads="job",
+        role="create",
+    ),
     # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
     Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),
     Target(R + "realtime.realtime", "Realtime.connect", "realtime", "1.103.0", kind="connect"),

@@ -406,3 +406,138 @@ def test_two_processes_retrieving_one_batch_produce_one_event_id(tmp_path: Path)
         assert len(billed) == 1, events
         ids.append(billed[0]["event_id"])
     assert ids[0] == ids[1] == _derived("batches", "batch_1")
+
+
+# --- assistants runs and fine-tuning jobs --------------------------------------------------------------
+
+RUN_USAGE = {"prompt_tokens": 400, "completion_tokens": 60, "total_tokens": 460}
+
+
+def run_object(status: str, usage: Any = None) -> dict[str, Any]:
+    return {
+        "id": "run_1",
+        "object": "thread.run",
+        "created_at": 1700000000,
+        "assistant_id": "asst_1",
+        "thread_id": "thread_1",
+        "status": status,
+        "model": "gpt-4o-2024-08-06",
+        "instructions": "",
+        "tools": [],
+        "file_ids": [],
+        "metadata": {},
+        "usage": usage,
+        "parallel_tool_calls": True,
+    }
+
+
+HAS_RUN_USAGE = OPENAI_VERSION >= (1, 9, 0)
+
+
+@pytest.mark.skipif(not HAS_RUN_USAGE, reason="Run.usage needs openai>=1.9")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_run_retrieved_100_times_bills_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    path = "/v1/threads/thread_1/runs/run_1"
+    fake.overrides[path] = reply(run_object("in_progress"))
+
+    def sync_calls(client: Any) -> None:
+        client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+        fake.overrides[path] = reply(run_object("completed", RUN_USAGE))
+        with cmdrdata.customer("runner"):
+            for _ in range(100):
+                client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+
+    async def async_calls(client: Any) -> None:
+        await client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+        fake.overrides[path] = reply(run_object("completed", RUN_USAGE))
+        with cmdrdata.customer("runner"):
+            for _ in range(100):
+                await client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+
+    with pytest.warns(DeprecationWarning) if OPENAI_VERSION >= (1, 83, 0) else _no_warning():
+        run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    assert event["api"] == "assistants.runs"
+    assert event["source_id"] == "run_1"
+    assert event["event_id"] == _derived("assistants.runs", "run_1")
+    assert event["customer_id"] == "runner"
+    assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (400, 60, 460)
+
+
+class _no_warning:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+@pytest.mark.skipif(OPENAI_VERSION < (1, 16, 0), reason="runs.poll needs openai>=1.16")
+def test_run_polled_through_the_raw_response_bills_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    """`runs.poll` (and so `create_and_poll`) reads the run through `with_raw_response.retrieve`."""
+    fake.overrides["/v1/threads/thread_1/runs/run_1"] = reply(run_object("completed", RUN_USAGE))
+    client = fake.client()
+    with cmdrdata.customer("poller"):
+        result = client.beta.threads.runs.poll("run_1", thread_id="thread_1", poll_interval_ms=1)
+    assert result.status == "completed"
+    (event,) = memory.wire()
+    assert event["api"] == "assistants.runs"
+    assert event["customer_id"] == "poller"
+    assert event["total_tokens"] == 460
+
+
+def job(status: str, trained: Any = None) -> dict[str, Any]:
+    return {
+        "id": "ftjob-1",
+        "object": "fine_tuning.job",
+        "created_at": 1700000000,
+        "finished_at": None,
+        "model": "gpt-4o-mini-2024-07-18",
+        "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:org::abc" if status == "succeeded" else None,
+        "organization_id": "org-1",
+        "status": status,
+        "hyperparameters": {"n_epochs": 3},
+        "training_file": "file-train",
+        "validation_file": None,
+        "result_files": [],
+        "trained_tokens": trained,
+        "error": None,
+        "seed": 1,
+    }
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_fine_tuning_job_bills_trained_tokens_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides["/v1/fine_tuning/jobs"] = reply(job("validating_files"))
+    path = "/v1/fine_tuning/jobs/ftjob-1"
+    fake.overrides[path] = reply(job("running"))
+    create = {"model": "gpt-4o-mini-2024-07-18", "training_file": "file-train"}
+
+    def sync_calls(client: Any) -> None:
+        client.fine_tuning.jobs.create(**create, customer_id="tuner")
+        client.fine_tuning.jobs.retrieve("ftjob-1")
+        fake.overrides[path] = reply(job("succeeded", 123456))
+        for _ in range(3):
+            client.fine_tuning.jobs.retrieve("ftjob-1")
+
+    async def async_calls(client: Any) -> None:
+        await client.fine_tuning.jobs.create(**create, customer_id="tuner")
+        await client.fine_tuning.jobs.retrieve("ftjob-1")
+        fake.overrides[path] = reply(job("succeeded", 123456))
+        for _ in range(3):
+            await client.fine_tuning.jobs.retrieve("ftjob-1")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    assert event["api"] == "fine_tuning.jobs"
+    assert event["units"] == {"trained_tokens": 123456}
+    assert event["customer_id"] == "tuner"
+    assert event["model"] == "ft:gpt-4o-mini-2024-07-18:org::abc"
+    assert event["event_id"] == _derived("fine_tuning.jobs", "ftjob-1")
+    assert event["input_tokens"] == 0 and event["usage_source"] == "reported"
