@@ -65,6 +65,8 @@ _expose_pyenv_interpreters()
 OLD_HTTPX = "httpx<0.28"  # releases < 1.55.3 pass `proxies=` to httpx.Client
 RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("1.0.0", "3.9", (OLD_HTTPX,), ["ci", "openai1"]),
+    ("1.18.0", "3.9", (OLD_HTTPX,), ["openai1", "objects"]),  # first batches (create / retrieve)
+    ("1.22.0", "3.10", (OLD_HTTPX,), ["openai1", "objects"]),  # first batches.list
     ("1.26.0", "3.9", (OLD_HTTPX,), ["openai1"]),
     ("1.40.0", "3.10", (OLD_HTTPX,), ["openai1"]),
     ("1.50.0", "3.10", (OLD_HTTPX,), ["openai1"]),
@@ -72,10 +74,12 @@ RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("1.63.0", "3.11", (), ["openai1"]),
     ("1.66.5", "3.11", (), ["openai1"]),
     ("1.78.0", "3.12", (), ["openai1"]),
+    ("1.80.0", "3.11", (), ["openai1", "objects"]),  # first background responses (no cancel yet)
+    ("1.82.0", "3.12", (), ["openai1", "objects"]),  # first responses.retrieve(stream=True)
     ("1.92.0", "3.12", (), ["openai1"]),
     ("1.103.0", "3.9", (), ["openai1", "realtime"]),  # first GA realtime.connect
     ("1.109.1", "3.13", (), ["ci", "openai1"]),
-    ("2.0.0", "3.9", (), ["openai2"]),
+    ("2.0.0", "3.9", (), ["openai2", "objects"]),  # first Batch.usage
     ("2.22.0", "3.10", (), ["openai2", "realtime"]),  # first responses.connect (Responses WebSocket)
     ("2.45.0", "3.12", (), ["openai2", "realtime"]),  # first beta.responses.connect
     ("2.54.0", "3.13", (), ["ci", "openai2"]),
@@ -84,6 +88,7 @@ RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("3.16.1", "3.11", (), ["openai3"]),
     ("3.32.0", "3.11", (), ["openai3", "realtime"]),  # WebSocket connections get a shared base class
     ("3.38.0", "3.12", (), ["openai3"]),
+    ("3.41.0", "3.12", (), ["openai3", "objects"]),  # first Response.tool_usage
     ("latest", "3.13", (), ["ci", "openai3"]),
 ]
 

@@ -65,3 +65,9 @@ def first_time(event_id: str) -> bool:
         if len(_recent) > _RECENT_LIMIT:
             _recent.popitem(last=False)
         return True
+
+
+def forget_recent() -> None:
+    """Forget the derived ids recorded so far (a fresh process, as far as `first_time` knows: tests)."""
+    with _recent_lock:
+        _recent.clear()

@@ -84,6 +84,8 @@ class Call:
         try:
             event = self.event(time.perf_counter() - self.start_perf, self.kwargs.get("stream") is True)
             event.set_error(exc)
+            if event.request_id is None:  # openai 1.0.x errors have no `request_id`: their response does
+                event.request_id = header_request_id(getattr(exc, "response", None))
             emit(self.recorder, event)
         except Exception as inner:
             report_internal_error("error event", inner)
@@ -110,6 +112,9 @@ def record_plain(
     latency: float,
 ) -> None:
     """The common case, on the hot path: a finished non-streamed call becomes one event, now."""
+    if kwargs.get("background") is True:  # a background response: billed when it is read back finished
+        _created_background(recorder, client, result, customer_id, metadata)
+        return
     try:
         model = kwargs.get("model")
         event = UsageEvent(
@@ -121,6 +126,15 @@ def record_plain(
         report_internal_error("usage extraction", exc)
         return
     emit(recorder, event)
+
+
+def _created_background(recorder: Any, client: Any, result: Any, customer_id: Any, metadata: Any) -> None:
+    try:
+        from .objects import created_background  # objects.py builds on this module
+
+        created_background(recorder, client, result, customer_id, metadata)
+    except Exception as exc:
+        report_internal_error("background response", exc)
 
 
 def observe(rt: Runtime, call: Call, result: Any, latency: float) -> Any:
@@ -157,9 +171,13 @@ def stream_proxy(call: Call, stream: Any, proxy_cls: Any) -> Any:
     if request_id is not None:
         event.request_id = request_id
     recorder = call.recorder
-    capture = StreamCapture(
-        event, call.kinds, call.kwargs, call.start_perf, lambda ev: emit(recorder, ev), call.hide_usage
-    )
+    sink: Any = lambda ev: emit(recorder, ev)  # noqa: E731
+    if call.kwargs.get("background") is True:  # billed as its object (derived id), like a retrieval
+        from .objects import as_object_event
+
+        payer = (call.customer_id, call.metadata)
+        sink = lambda ev: as_object_event(recorder, ev, payer)  # noqa: E731
+    capture = StreamCapture(event, call.kinds, call.kwargs, call.start_perf, sink, call.hide_usage)
     return proxy_cls(stream, capture)
 
 

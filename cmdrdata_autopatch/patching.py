@@ -31,8 +31,10 @@ from typing import Any
 
 import wrapt
 
+from .deprecation import warn_at_callers
 from .diagnostics import report_internal_error
 from .net import make_net_wrappers
+from .objects import make_object_wrappers
 from .runtime import RUNTIME
 from .sessions import hook_connection_classes, make_connect_wrappers
 from .targets import (
@@ -101,7 +103,13 @@ def _wrap_method(cls: type, name: str, wrapper_fn: Any, key: str) -> bool:
 
 
 def _apply_row(module: ModuleType, row: Target) -> None:
-    sync_fn, async_fn = make_connect_wrappers(row) if row.kind == "connect" else make_wrappers(row, RUNTIME)
+    if row.kind == "object":
+        sync_fn, async_fn = make_object_wrappers(row, RUNTIME)
+    else:
+        sync_fn, async_fn = (
+            make_connect_wrappers(row) if row.kind == "connect" else make_wrappers(row, RUNTIME)
+        )
+    sync_fn, async_fn = warn_at_callers(row, sync_fn, async_fn)
     problems = []
     for class_name, wrapper_fn in ((row.class_name, sync_fn), ("Async" + row.class_name, async_fn)):
         key = f"{row.module}:{class_name}.{row.method_name}"

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .tool_units import response_units
+
 MAX_SANE = 1 << 40
 _MAX_DEPTH = 8
 
@@ -191,42 +193,6 @@ def realtime_transcription(event: Any, model: Optional[str]) -> Optional[Billing
 # --- Responses (over the WebSocket, and delegated by Live) -------------------------------------------
 
 
-def _tool_units(response: Any) -> Optional[dict[str, Any]]:
-    """Hosted-tool quantities: `tool_usage` where the response reports it, else counted output items."""
-    units: dict[str, Any] = {}
-    tool_usage = get(response, "tool_usage")
-    searches = count(get(get(tool_usage, "web_search"), "num_requests"))
-    image_gen = get(tool_usage, "image_gen")
-    if image_gen is not None:
-        for unit, name in (
-            ("image_gen_input_tokens", "input_tokens"),
-            ("image_gen_output_tokens", "output_tokens"),
-        ):
-            value = count(get(image_gen, name))
-            if value:
-                units[unit] = value
-    web_calls = file_calls = 0
-    containers: set[str] = set()
-    output = get(response, "output")
-    for item in output if isinstance(output, list) else ():
-        kind = get(item, "type")
-        if kind == "web_search_call":
-            web_calls += 1
-        elif kind == "file_search_call":
-            file_calls += 1
-        elif kind == "code_interpreter_call":
-            containers.add(str(get(item, "container_id") or get(item, "id")))
-    if searches is None and web_calls:
-        searches = web_calls
-    if searches:
-        units["web_searches"] = searches
-    if file_calls:
-        units["file_searches"] = file_calls
-    if containers:
-        units["code_interpreter_sessions"] = len(containers)
-    return units or None
-
-
 def responses_terminal(event: Any) -> Optional[Billing]:
     """One `response.completed` / `.incomplete` / `.failed`: the response's usage and its tool units."""
     response = get(event, "response")
@@ -244,7 +210,7 @@ def responses_terminal(event: Any) -> Optional[Billing]:
         billing.cached_input_tokens = count(get(get(usage, "input_tokens_details"), "cached_tokens")) or 0
         billing.reasoning_tokens = count(get(get(usage, "output_tokens_details"), "reasoning_tokens")) or 0
         billing.usage_details = plain(usage)
-    billing.units = _tool_units(response)
+    billing.units = response_units(response)
     if get(event, "type") == "response.failed":
         error = get(response, "error")
         billing.error_type = "response.failed"

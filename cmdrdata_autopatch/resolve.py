@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .events import UsageEvent
+from .tool_units import chat_search_units, merge_units, response_units
 from .usage import Usage, copy_usage, estimate, get, usable
 
 
@@ -146,6 +147,16 @@ def fill_from_result(
         event.usage_details = copied  # the common case, inline: the numbers settle from it when sent
     else:
         set_usage(event, copied, usage_kind, kwargs, result)
+    if "output" in fields:  # a Responses `Response`: hosted tools bill apart from the tokens
+        add_units(event, response_units(fields))
+    elif usage_kind == "chat":
+        add_units(event, chat_search_units(kwargs, event.model))
+
+
+def add_units(event: UsageEvent, units: dict[str, Any] | None) -> None:
+    """Add billed quantities (hosted tools, images) to what the event already carries."""
+    if units:
+        event.units = merge_units(event.units, units)
 
 
 def requested_model(kwargs: dict[str, Any]) -> str | None:

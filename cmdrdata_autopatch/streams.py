@@ -46,11 +46,13 @@ else:
 
 from .diagnostics import report_internal_error
 from .events import UsageEvent
-from .resolve import model_of, set_usage
+from .resolve import add_units, model_of, set_usage
+from .tool_units import chat_search_units, response_units
 from .usage import copy_usage
 
 _RESPONSE_DONE = frozenset(("response.completed", "response.incomplete", "response.failed"))
 _TEXT_DELTAS = frozenset(("response.output_text.delta", "transcript.text.delta"))
+_IMAGE_DONE = frozenset(("image_generation.completed", "image_edit.completed"))
 
 
 class StreamCapture:
@@ -67,9 +69,11 @@ class StreamCapture:
         "model",
         "once",
         "sink",
+        "source_id",
         "start_perf",
         "stream_kind",
         "tier",
+        "units",
         "usage",
         "usage_kind",
     )
@@ -98,6 +102,8 @@ class StreamCapture:
         self.model: str | None = None
         self.tier: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.units: dict[str, Any] | None = None  # hosted tools / images the stream showed
+        self.source_id: str | None = None  # a background response's id: objects.py bills it once
         self.done = False
         self.once = threading.Lock()
 
@@ -117,6 +123,8 @@ class StreamCapture:
             usage = getattr(item, "usage", None)
             if usage is not None:
                 self.usage = copy_usage(usage)
+                if getattr(item, "type", None) in _IMAGE_DONE:  # one finished image (besides its tokens)
+                    self.units = {"images": (self.units or {}).get("images", 0) + 1}
                 return self.hide_usage_chunk and not getattr(item, "choices", None)
             if self.chunks:
                 self.content_items += 1
@@ -127,6 +135,10 @@ class StreamCapture:
             elif kind in _RESPONSE_DONE:
                 response = getattr(item, "response", None)
                 self.usage = copy_usage(getattr(response, "usage", None))
+                self.units = response_units(response)
+                if getattr(response, "background", None) is True:
+                    response_id = getattr(response, "id", None)
+                    self.source_id = response_id if type(response_id) is str else None
                 self._names(response)  # the final response's model and tier win
         except Exception as exc:
             report_internal_error("stream observe", exc)
@@ -152,7 +164,11 @@ class StreamCapture:
                 items = max(items - 1 - (1 if complete else 0), 0)
             if error is None or self.usage is not None:  # a failed stream bills only reported usage
                 set_usage(event, self.usage, self.usage_kind, self.kwargs or {}, None, items)
+                add_units(event, self.units)
+                if self.stream_kind == "chat":
+                    add_units(event, chat_search_units(self.kwargs or {}, event.model))
             self.kwargs = None
+            event.source_id = self.source_id
             if error is not None:
                 event.set_error(error)
             self.sink(event)

@@ -55,6 +55,12 @@ class Target:
     # "connect": a WebSocket session (`connect()` returns a connection manager); sessions.py observes the
     # server events its connection parses instead of a call's result
     kind: str = "call"
+    # kind="object" (objects.py): the method returns a server-side object whose usage is billed once,
+    # when it is terminal. `reads` names the object ("response", "batch") and so the extractor;
+    # `role` says what the call does with it: "create" (remember the customer by the object's id, bill
+    # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page)
+    reads: Optional[str] = None
+    role: str = "read"
 
     @property
     def class_name(self) -> str:
@@ -83,6 +89,8 @@ class Target:
 R = "openai.resources."
 
 C = "chat.completions"
+CANCEL_FIRST = "1.81.0"  # `Responses.cancel`
+BATCH_LIST_FIRST = "1.22.0"  # `Batches.list`
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -140,6 +148,21 @@ TARGETS: tuple[Target, ...] = (
     Target(R + "responses.responses", "Responses.stream", "responses", "1.66.0", delegates=True),
     Target(R + "beta.responses.responses", "Responses.create", "responses", "2.45.0", path="/responses"),
     Target(
+        R + "responses.responses",
+        "Responses.compact",
+        "responses.compact",
+        "2.9.0",
+        path="/responses/compact",
+    ),
+    Target(
+        R + "beta.responses.responses",
+        "Responses.compact",
+        "responses.compact",
+        "2.45.0",
+        path="/responses/compact",
+    ),
+    Target(R + "decisions", "Decisions.create", "decisions", "3.26.0", path="/decisions"),
+    Target(
         R + "images", "Images.generate", "images", "1.0.0", path="/images/generations", usage_kind="images"
     ),
     Target(R + "images", "Images.edit", "images", "1.0.0", path="/images/edits", usage_kind="images"),
@@ -174,6 +197,47 @@ TARGETS: tuple[Target, ...] = (
         "1.1.0",
         path="/audio/speech",
         usage_kind="speech",
+    ),
+    # Usage read from server-side objects (issue 12), billed once per object: see objects.py
+    Target(
+        R + "responses.responses",
+        "Responses.retrieve",
+        "responses",
+        "1.66.0",
+        kind="object",
+        reads="response",
+    ),
+    Target(
+        R + "responses.responses",
+        "Responses.cancel",
+        "responses",
+        CANCEL_FIRST,
+        kind="object",
+        reads="response",
+    ),
+    Target(
+        R + "beta.responses.responses",
+        "Responses.retrieve",
+        "responses",
+        "2.45.0",
+        kind="object",
+        reads="response",
+    ),
+    Target(R + "batches", "Batches.create", "batches", "1.18.0", kind="object", reads="batch", role="create"),
+    Target(R + "batches", "Batches.retrieve", "batches", "1.18.0", kind="object", reads="batch"),
+    Target(
+        R + "batches", "Batches.list", "batches", BATCH_LIST_FIRST, kind="object", reads="batch", role="list"
+    ),
+    Target(R + "beta.threads.runs", "Runs.retrieve", "assistants.runs", "1.1.0", kind="object", reads="run"),
+    Target(R + "fine_tuning.jobs", "Jobs.retrieve", "fine_tuning.jobs", "1.0.0", kind="object", reads="job"),
+    Target(
+        R + "fine_tuning.jobs",
+        "Jobs.create",
+        "fine_tuning.jobs",
+        "1.0.0",
+        kind="object",
+        reads="job",
+        role="create",
     ),
     # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
     Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import sys
 import time
-import warnings
 from typing import Any, Callable
 
 from .attribution import bill_to, context_now, hand_down, take_our_kwargs
@@ -231,61 +229,11 @@ def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
     return async_wrapper
 
 
-# --- deprecated SDK methods ---------------------------------------------------------------------------
-
-
-def _deprecation(target: Target, class_name: str) -> tuple[str, type[Warning]] | None:
-    """(message, category) when the SDK marks `class_name.method` deprecated with `@deprecated` (PEP 702,
-    typing_extensions): its warning would name our wrapper's frame as the culprit, so we issue it instead."""
-    module = sys.modules.get(target.module)
-    cls = getattr(module, class_name, None) if module is not None else None
-    method = getattr(cls, "__dict__", {}).get(target.method_name)
-    code = getattr(method, "__code__", None)
-    if getattr(method, "__deprecated__", None) is None or getattr(method, "__wrapped__", None) is None:
-        return None
-    closure = getattr(method, "__closure__", None) or ()
-    cells = dict(zip(code.co_freevars, closure)) if code is not None else {}
-    try:  # the decorator's closure: (msg, category, stacklevel, arg); anything else is not touched
-        message, category = cells["msg"].cell_contents, cells["category"].cell_contents
-    except (KeyError, ValueError):
-        return None
-    if not isinstance(message, str) or not (isinstance(category, type) and issubclass(category, Warning)):
-        return None
-    return message, category
-
-
-def _caller_stacklevel() -> int:
-    """The `stacklevel` that names the frame calling the patched method: 2 under wrapt's C extension; one
-    more per frame of pure-Python wrapt (WRAPT_DISABLE_EXTENSIONS) between that caller and us."""
-    frame: Any = sys._getframe(2)  # 0: here, 1: deprecated_wrapper, 2: whoever called it
-    level = 2
-    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("wrapt"):
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-def _warn_at_caller(wrapper: Wrapper, message: str, category: type[Warning]) -> Wrapper:
-    """Issue the SDK's deprecation warning at the caller's line, then run `wrapper` on the undecorated
-    method (so the SDK does not warn a second time from our frame). No global warning state is touched:
-    safe with threads, and a `-W error` filter still raises at the caller, as without us."""
-
-    def deprecated_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        inner = getattr(wrapped, "__wrapped__", None)
-        if inner is None or instance is None:
-            return wrapper(wrapped, instance, args, kwargs)
-        warnings.warn(message, category, stacklevel=_caller_stacklevel())
-        return wrapper(inner.__get__(instance, type(instance)), instance, args, kwargs)
-
-    return deprecated_wrapper
-
-
 def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
     """The (sync, async) wrapt wrapper functions for one table row, reading the runtime `rt`.
 
     The common call (no keywords of ours, no stream, no raw response, no drop-in client in the process)
-    takes a short path; every other call takes the full one (`_prepare`, then `observe`). A method the SDK
-    marks deprecated gets its warning re-issued at the caller's line (`_warn_at_caller`).
+    takes a short path; every other call takes the full one (`_prepare`, then `observe`).
     """
     if target.delegates:
         sync_fn: Wrapper = _delegate_wrapper
@@ -293,10 +241,4 @@ def make_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
     else:
         row = _Row(target)
         sync_fn, async_fn = _sync_wrapper(rt, row), _async_wrapper(rt, row)
-    sync_dep = _deprecation(target, target.class_name)
-    async_dep = _deprecation(target, "Async" + target.class_name)
-    if sync_dep is not None:
-        sync_fn = _warn_at_caller(sync_fn, *sync_dep)
-    if async_dep is not None:
-        async_fn = _warn_at_caller(async_fn, *async_dep)
     return sync_fn, async_fn

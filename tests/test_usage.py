@@ -94,8 +94,13 @@ def test_every_row_names_kinds_the_extractor_and_the_stream_capture_know() -> No
     for row in TARGETS:
         assert row.usage_kind in ("chat", "text", "embeddings", "speech", "images", "audio"), row
         assert row.stream_kind in ("chat", "text", "events"), row
-        # the safety net needs the path of every billed request row (WebSocket sessions are no requests)
-        assert row.delegates or row.kind == "connect" or row.path is not None, row
+        # the safety net needs the path of every billed request row (WebSocket sessions are no requests;
+        # object rows bill what a read returns, never the request itself)
+        assert row.delegates or row.kind in ("connect", "object") or row.path is not None, row
+        if row.kind == "object":
+            from cmdrdata_autopatch.objects import TERMINAL
+
+            assert row.reads in TERMINAL and row.role in ("create", "read", "list"), row
 
 
 def test_usage_copy_is_independent_of_the_response() -> None:
