@@ -30,6 +30,9 @@ EXPORTER_NAMES = ("http", "jsonl", "console", "memory", "none")
 STREAM_USAGE_POLICIES = ("auto", "always", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FSYNC_POLICIES = ("interval", "always", "off")
+# CMDRDATA_OBJECT_METADATA: `customer` writes the paying customer into the metadata of objects that finish
+# later (batches, fine-tuning jobs), so another process that retrieves them bills the right customer
+OBJECT_METADATA_POLICIES = ("off", "customer")
 MAX_IN_FLIGHT_LIMIT = 256
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -67,6 +70,7 @@ class Settings:
     service: str | None = None
     environment: str | None = None
     stream_usage_hosts: tuple[str, ...] = ()
+    object_metadata: str = "off"
     # what was wrong but did not switch tracking off: one line each, shown once by patch() and by doctor
     notes: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
@@ -288,6 +292,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("spool_fsync", "CMDRDATA_SPOOL_FSYNC", _choice(FSYNC_POLICIES), False),
     Setting("stream_usage", "CMDRDATA_STREAM_USAGE", _choice(STREAM_USAGE_POLICIES), False),
     Setting("stream_usage_hosts", "CMDRDATA_STREAM_USAGE_HOSTS", _hosts, False),
+    Setting("object_metadata", "CMDRDATA_OBJECT_METADATA", _choice(OBJECT_METADATA_POLICIES), False),
     Setting("log_level", "CMDRDATA_LOG_LEVEL", _choice(LOG_LEVELS, upper=True), False),
     Setting("service", "CMDRDATA_SERVICE", _label, False, _service_fallback),
     Setting("environment", "CMDRDATA_ENVIRONMENT", _label, False, _environment_fallback),

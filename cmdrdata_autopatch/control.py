@@ -106,6 +106,7 @@ def patch(exporter: Any = None, **settings: Any) -> None:
         RUNTIME.recorder = recorder
         RUNTIME.stream_usage = resolved.stream_usage
         RUNTIME.set_deployment(resolved.service, resolved.environment)
+        RUNTIME.object_metadata = resolved.object_metadata == "customer"
         RUNTIME.set_stream_usage_hosts(resolved.stream_usage_hosts)
         RUNTIME.default_customer = default
         switch.settings = resolved
@@ -124,6 +125,7 @@ def unpatch() -> None:
         RUNTIME.recorder = None
         RUNTIME.default_customer = None
         RUNTIME.set_deployment(None, None)
+        RUNTIME.object_metadata = False
         patching.uninstall()
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -271,9 +270,9 @@ def created_background(recorder: Any, client: Any, result: Any, customer: Any, m
         bill_object(read, result)
 
 
-def _opt_in_metadata(kwargs: dict[str, Any], customer: Any) -> None:
+def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any) -> None:
     """CMDRDATA_OBJECT_METADATA=customer: write the paying customer into the object's own metadata."""
-    if customer is None or os.environ.get("CMDRDATA_OBJECT_METADATA", "").strip().lower() != "customer":
+    if customer is None or not rt.object_metadata:
         return
     current = kwargs.get("metadata")
     if current is None or type(current).__name__ in ("NotGiven", "Omit"):
@@ -332,7 +331,7 @@ def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -
     try:
         customer, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
         if target.role == "create":
-            _opt_in_metadata(kwargs, customer)
+            _opt_in_metadata(rt, kwargs, customer)
         return _Read(target.api, target.reads or "", client, recorder, customer, metadata)
     except Exception as exc:
         report_internal_error("object call setup", exc)

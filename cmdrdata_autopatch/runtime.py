@@ -28,6 +28,7 @@ class Runtime:
         "default_customer",
         "deployment",
         "dropins",
+        "object_metadata",
         "raw_types",
         "recorder",
         "special_types",
@@ -44,6 +45,7 @@ class Runtime:
         self.stream_usage = "auto"  # CMDRDATA_STREAM_USAGE
         # hosts besides api.openai.com known to accept stream_options (CMDRDATA_STREAM_USAGE_HOSTS + Azure)
         self.stream_usage_hosts: tuple[str, ...] = ()
+        self.object_metadata = False  # CMDRDATA_OBJECT_METADATA=customer (objects.py)
         # (service, environment) copied onto every event; None when neither is set (nothing to copy)
         self.deployment: tuple[str | None, str | None] | None = None
         self.stream_options_supported = True  # openai >= 1.26.0 accepts stream_options

@@ -359,7 +359,7 @@ def test_opt_in_writes_the_customer_into_the_batch_metadata(
     kwargs = {"input_file_id": "file-in", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     client.batches.create(**kwargs, customer_id="not-written")
     assert "metadata" not in fake.requests[-1].json()  # off by default: the request is the caller's
-    monkeypatch.setenv("CMDRDATA_OBJECT_METADATA", "customer")
+    cmdrdata.patch(exporter=memory, object_metadata="customer")
     client.batches.create(**kwargs, metadata={"team": "a"}, customer_id="acme")
     assert fake.requests[-1].json()["metadata"] == {"team": "a", "cmdrdata_customer_id": "acme"}
     # another process (nothing remembered) that retrieves it bills the customer it names
