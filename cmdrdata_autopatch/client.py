@@ -71,6 +71,7 @@ class UsageTracker:
                 settings.setdefault("exporter", "http")
             self.settings: Settings | None = load_settings(api_key=api_key, endpoint=endpoint, **settings)
             exporter = control.build_recorder(self.settings, http_timeout=timeout)
+            control.adopt_deployment(self.settings)
         else:
             self.settings = None
         if not callable(getattr(exporter, "record", None)):

@@ -115,6 +115,14 @@ def patch(exporter: Any = None, **settings: Any) -> None:
         call_optional(previous, "flush", resolved.exit_timeout)
 
 
+def adopt_deployment(settings: Settings) -> None:
+    """The `service` / `environment` labels for a drop-in client's events when `patch()` set none (the
+    drop-in clients read the same `CMDRDATA_*` environment, so the labels are the process's own)."""
+    with _lock:
+        if RUNTIME.deployment is None:
+            RUNTIME.set_deployment(settings.service, settings.environment)
+
+
 def unpatch() -> None:
     """Restore every wrapped method to the exact original object. Recorded events are still delivered.
 

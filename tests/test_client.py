@@ -198,3 +198,21 @@ def test_patch_with_old_openai_warns_with_the_pip_line(tmp_path: Path) -> None:
     result = run([sys.executable, "-c", probe], env)
     assert result.returncode == 0 and "app-continues" in result.stdout
     assert "openai 0.28.0 is too old" in result.stderr and "pip install -U 'openai>=1.0.0'" in result.stderr
+
+
+def test_drop_in_client_events_carry_the_deployment_labels(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without `patch()`, a drop-in client's events still name the service and environment."""
+    from cmdrdata_autopatch.runtime import RUNTIME
+
+    monkeypatch.setenv("CMDRDATA_SERVICE", "billing-api")
+    monkeypatch.setenv("DD_ENV", "staging")
+    monkeypatch.setenv("CMDRDATA_EXPORTER", "memory")
+    monkeypatch.setattr(RUNTIME, "deployment", None)
+    tracker = UsageTracker()  # settings from the environment, as a drop-in client's own tracker
+    client = fake.client(cls=TrackedOpenAI, tracker=tracker)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, customer_id="acme")
+    memory = tracker.exporter
+    assert isinstance(memory, MemoryExporter)
+    assert [(e["service"], e["environment"]) for e in memory.wire()] == [("billing-api", "staging")]
