@@ -28,15 +28,13 @@ from typing import Any
 
 from .attribution import bill_to, context_now
 from .diagnostics import report_internal_error
-from .observe import Call, observe, raw_mode
+from .observe import Call, raw_mode
 from .runtime import Runtime
 from .targets import Target
-from .wrappers import Wrapper, inside_call
+from .wrappers import Wrapper, await_observed, inside_call, run_observed
 
-# One-line whys for the aliases: the guard is read first on every request the SDK sends.
+# One-line why for the alias: the guard is read first on every request the SDK sends.
 _inside_get = inside_call.get
-_inside_set = inside_call.set
-_inside_reset = inside_call.reset
 
 
 def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -80,7 +78,6 @@ def _net_call(rt: Runtime, row: Target, client: Any, options: Any, recorder: Any
 
 def make_net_wrappers(rt: Runtime, paths: tuple[tuple[str, Target], ...]) -> tuple[Wrapper, Wrapper]:
     """The (sync, async) wrapt wrappers for `SyncAPIClient.request` / `AsyncAPIClient.request`."""
-    from time import perf_counter, time
 
     def prepare(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         recorder = rt.recorder_for(client)
@@ -100,30 +97,7 @@ def make_net_wrappers(rt: Runtime, paths: tuple[tuple[str, Target], ...]) -> tup
         call = prepare(instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        token = _inside_set(True)
-        call.start_wall = time()
-        call.start_perf = perf_counter()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.record_error(exc)
-            raise
-        finally:
-            _inside_reset(token)
-        return observe(rt, call, result, perf_counter() - call.start_perf)
-
-    async def await_and_observe(awaitable: Any, call: Call) -> Any:
-        token = _inside_set(True)
-        call.start_wall = time()
-        call.start_perf = perf_counter()
-        try:
-            result = await awaitable
-        except BaseException as exc:
-            call.record_error(exc)
-            raise
-        finally:
-            _inside_reset(token)
-        return observe(rt, call, result, perf_counter() - call.start_perf)
+        return run_observed(rt, call, wrapped, args, kwargs)
 
     def net_async(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _inside_get():
@@ -131,6 +105,6 @@ def make_net_wrappers(rt: Runtime, paths: tuple[tuple[str, Target], ...]) -> tup
         call = prepare(instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        return await_and_observe(wrapped(*args, **kwargs), call)
+        return await_observed(rt, call, wrapped(*args, **kwargs))
 
     return net_sync, net_async

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .tool_units import response_units
+from .usage import get
 
 MAX_SANE = 1 << 40
 _MAX_DEPTH = 8
@@ -57,18 +58,6 @@ class Billing:
     error_code: Optional[str] = None
     error_message: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def get(obj: Any, name: str) -> Any:
-    """`obj.name` or `obj[name]`, or None; never raises (SDK models and plain dicts alike)."""
-    if obj is None:
-        return None
-    try:
-        if isinstance(obj, dict):
-            return obj.get(name)
-        return getattr(obj, name, None)
-    except Exception:
-        return None
 
 
 def text(value: Any) -> Optional[str]:

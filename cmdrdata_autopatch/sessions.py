@@ -37,6 +37,7 @@ from .derived import SessionEvent, derived_event_id, first_time
 from .diagnostics import report_internal_error
 from .resolve import provider_of
 from .runtime import RUNTIME
+from .usage import get
 
 Wrap = Callable[[type, str, Any, str], bool]  # patching's `_wrap_method(cls, name, wrapper_fn, key)`
 
@@ -81,7 +82,7 @@ class SessionObserver:
         self.lock = threading.Lock()
 
     def observe(self, event: Any) -> None:
-        kind = ru.get(event, "type")
+        kind = get(event, "type")
         if not isinstance(kind, str) or not self.attribution.track:
             return
         if self.protocol == "realtime":
@@ -98,7 +99,7 @@ class SessionObserver:
             self.model = model or self.model
             self.transcription_model = transcription or self.transcription_model
         elif kind == "response.created":
-            self._started(ru.get(ru.get(event, "response"), "id"))
+            self._started(get(get(event, "response"), "id"))
         elif kind == ru.REALTIME_RESPONSE_DONE:
             self._emit(ru.realtime_response(event, self.model))
         elif kind == ru.REALTIME_TRANSCRIPTION:
@@ -108,7 +109,7 @@ class SessionObserver:
 
     def _responses(self, kind: str, event: Any) -> None:
         if kind == "response.created":
-            self._started(ru.get(ru.get(event, "response"), "id"))
+            self._started(get(get(event, "response"), "id"))
         elif kind in ru.RESPONSES_TERMINAL:
             billing = ru.responses_terminal(event)
             if billing is not None:
@@ -134,14 +135,14 @@ class SessionObserver:
             if usage is not None:
                 self._emit(ru.live_billing(self.session_id, self.model, usage, final=True), self.opened)
         elif kind == ru.LIVE_RESPONSE:
-            self._responses_nested(ru.get(event, "event"))
+            self._responses_nested(get(event, "event"))
         elif kind == ru.LIVE_DECISION:
             billing = ru.live_decision(event)
             if billing is not None:
                 self._emit(billing)
 
     def _responses_nested(self, nested: Any) -> None:
-        kind = ru.get(nested, "type")
+        kind = get(nested, "type")
         if isinstance(kind, str):
             self._responses(kind, nested)
 

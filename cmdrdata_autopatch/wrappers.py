@@ -120,9 +120,7 @@ def _plain_call(
     return Call(row.api, row.kinds, client, kwargs, customer, ctx[1], recorder, wall, start)
 
 
-def _run_observed(
-    rt: Runtime, call: Call, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
+def run_observed(rt: Runtime, call: Call, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run the original once inside the guard, record a failure and re-raise it, observe the result."""
     token = _inside_set(True)
     call.start_wall = _time()
@@ -137,8 +135,8 @@ def _run_observed(
     return observe(rt, call, result, _perf() - call.start_perf)
 
 
-async def _await_observed(rt: Runtime, call: Call, awaitable: Any) -> Any:
-    """The async twin of `_run_observed`: the clock starts when the request does (at the await)."""
+async def await_observed(rt: Runtime, call: Call, awaitable: Any) -> Any:
+    """The async twin of `run_observed`: the clock starts when the request does (at the await)."""
     token = _inside_set(True)
     call.start_wall = _time()
     call.start_perf = _perf()
@@ -170,7 +168,7 @@ def _sync_wrapper(rt: Runtime, row: _Row) -> Wrapper:
         call = _prepare(rt, row, instance, kwargs)
         if call is None:
             return _untracked(wrapped, args, kwargs)
-        return _run_observed(rt, call, wrapped, args, kwargs)
+        return run_observed(rt, call, wrapped, args, kwargs)
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _common_call(kwargs) or rt.dropins:
@@ -212,7 +210,7 @@ def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
             return result  # a sync helper on an async class; nothing to bill here
         if call is None:
             return _await_untracked(result)
-        return _await_observed(rt, call, result)
+        return await_observed(rt, call, result)
 
     def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _common_call(kwargs) or rt.dropins:
@@ -224,7 +222,7 @@ def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
         if not inspect.isawaitable(result):
             return result
         call = _plain_call(rt, row, instance, kwargs, recorder, context_now(), 0.0, 0.0)
-        return _await_observed(rt, call, result)
+        return await_observed(rt, call, result)
 
     return async_wrapper
 
