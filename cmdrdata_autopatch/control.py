@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from . import objects, patching
+from . import object_billing, patching
 from .config import NOTED, Settings, load_settings
 from .context import validate_customer_id
 from .diagnostics import internal_errors
@@ -165,5 +165,5 @@ def stats() -> dict[str, Any]:
     counters = call_optional(RUNTIME.recorder, "stats")
     out: dict[str, Any] = dict(counters) if counters else {}
     out["internal_errors"] = internal_errors()
-    out["objects"] = objects.stats()  # background responses pending, objects billed (issue 12)
+    out["objects"] = object_billing.stats()  # background responses pending, objects billed (issue 12)
     return out

@@ -19,6 +19,8 @@ from typing import Any
 
 from .diagnostics import report_internal_error
 from .events import UsageEvent
+from .object_billing import as_object_event, created_background
+from .recorder import emit
 from .resolve import cached_provider_of, fill_from_result, header_request_id, requested_model
 from .runtime import Runtime
 from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
@@ -91,14 +93,6 @@ class Call:
             report_internal_error("error event", inner)
 
 
-def emit(recorder: Any, event: UsageEvent) -> None:
-    """Hand an event to its recorder; a recorder that fails costs the event, never the call."""
-    try:
-        recorder.record(event)
-    except Exception as exc:
-        report_internal_error("exporter.record", exc)
-
-
 def record_plain(
     api: str,
     usage_kind: str,
@@ -130,8 +124,6 @@ def record_plain(
 
 def _created_background(recorder: Any, client: Any, result: Any, customer_id: Any, metadata: Any) -> None:
     try:
-        from .objects import created_background  # objects.py builds on this module
-
         created_background(recorder, client, result, customer_id, metadata)
     except Exception as exc:
         report_internal_error("background response", exc)
@@ -173,8 +165,6 @@ def stream_proxy(call: Call, stream: Any, proxy_cls: Any) -> Any:
     recorder = call.recorder
     sink: Any = lambda ev: emit(recorder, ev)  # noqa: E731
     if call.kwargs.get("background") is True:  # billed as its object (derived id), like a retrieval
-        from .objects import as_object_event
-
         payer = (call.customer_id, call.metadata)
         sink = lambda ev: as_object_event(recorder, ev, payer)  # noqa: E731
     capture = StreamCapture(event, call.kinds, call.kwargs, call.start_perf, sink, call.hide_usage)

@@ -48,3 +48,11 @@ def call_optional(recorder: Any, name: str, *args: Any) -> Any:
     except Exception as exc:
         report_internal_error(f"recorder.{name}", exc)
         return None
+
+
+def emit(recorder: Any, event: Any) -> None:
+    """Hand an event to its recorder; a recorder that fails costs the event, never the call."""
+    try:
+        recorder.record(event)
+    except Exception as exc:
+        report_internal_error("exporter.record", exc)

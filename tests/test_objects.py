@@ -18,7 +18,7 @@ import pytest
 
 import cmdrdata_autopatch as cmdrdata
 from cmdrdata_autopatch.derived import derived_event_id, forget_recent
-from cmdrdata_autopatch.objects import MEMORY
+from cmdrdata_autopatch.object_billing import MEMORY
 
 from .apps.canned import response_object, sse
 from .fake_openai import OPENAI_VERSION, FakeOpenAI

@@ -98,7 +98,7 @@ def test_every_row_names_kinds_the_extractor_and_the_stream_capture_know() -> No
         # object rows bill what a read returns, never the request itself)
         assert row.delegates or row.kind in ("connect", "object") or row.path is not None, row
         if row.kind == "object":
-            from cmdrdata_autopatch.objects import TERMINAL
+            from cmdrdata_autopatch.object_billing import TERMINAL
 
             assert row.reads in TERMINAL and row.role in ("create", "read", "list"), row
 
