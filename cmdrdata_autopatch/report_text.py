@@ -30,13 +30,15 @@ def _cost_cell(group: Group) -> str:
 
 def _table(report: Report, names: Sequence[str], rows: list[Group], total: Group) -> list[str]:
     priced = report.prices is not None
+    with_units = bool(total.totals.units)  # images, audio seconds, web searches...: shown when billed
     numbers = ["calls", "errors", "estimated", "input", "output", "cached", "reasoning", "total"]
-    header = [*names, *numbers, *(["cost USD (est.)"] if priced else [])]
+    header = [*names, *numbers, *(["units"] if with_units else []), *(["cost USD (est.)"] if priced else [])]
 
     def cells(key: Sequence[str], group: Group) -> list[Any]:
         t = group.totals
         values = [t.calls, t.errors, t.estimated, *t.tokens().values()]
-        return [*key, *values, *([_cost_cell(group)] if priced else [])]
+        units = [t.units_text()] if with_units else []
+        return [*key, *values, *units, *([_cost_cell(group)] if priced else [])]
 
     body = [cells(row.key, row) for row in rows]
     body.append(cells(["TOTAL", *[""] * (len(names) - 1)], total))
@@ -177,9 +179,10 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def _csv_numbers(group: Group, priced: bool) -> list[Any]:
+def _csv_numbers(group: Group, priced: bool, units: Sequence[str]) -> list[Any]:
     t = group.totals
     values: list[Any] = [t.calls, t.errors, t.estimated, *t.tokens().values()]
+    values += [t.units.get(name, 0) for name in units]
     if priced:
         values += ["" if group.cost is None else f"{group.cost:.8f}", group.unpriced]
     return values
@@ -192,20 +195,22 @@ def render_csv(report: Report) -> str:
     per dimension and no total row, so a pivot table or SUM() over the sheet adds up right.
     """
     priced = report.prices is not None
-    numbers = ["calls", "errors", "estimated", *TOKEN_FIELDS, *(["cost_usd", "unpriced"] if priced else [])]
+    units = sorted(report.grouped([])[1].totals.units)  # a column per billed unit, e.g. `units.images`
+    numbers = ["calls", "errors", "estimated", *TOKEN_FIELDS, *(f"units.{name}" for name in units)]
+    numbers += ["cost_usd", "unpriced"] if priced else []
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if report.by:
         writer.writerow([*report.by, *numbers])
         rows, _ = report.grouped(report.by)
         for row in rows:
-            writer.writerow([*(_csv_cell(k) for k in row.key), *_csv_numbers(row, priced)])
+            writer.writerow([*(_csv_cell(k) for k in row.key), *_csv_numbers(row, priced, units)])
         return out.getvalue()
     writer.writerow(["group", "name", *numbers])
     for name in ("customer", "model"):
         rows, _ = report.grouped([name])
         for row in rows:
-            writer.writerow([name, _csv_cell(row.key[0]), *_csv_numbers(row, priced)])
+            writer.writerow([name, _csv_cell(row.key[0]), *_csv_numbers(row, priced, units)])
     _, total = report.grouped([])
-    writer.writerow(["total", "", *_csv_numbers(total, priced)])
+    writer.writerow(["total", "", *_csv_numbers(total, priced, units)])
     return out.getvalue()

@@ -18,6 +18,13 @@ from typing import Any
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens")
 
 
+def _quantity(value: Any) -> float | None:
+    """A billed quantity from `units` (images, audio seconds, web searches...): a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if value >= 0 and value != float("inf") else None  # NaN fails `>= 0`
+
+
 def _count(value: Any) -> int:
     """A token count as written on the wire; anything that is not a plain int (None, bool, "12") is 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -36,6 +43,8 @@ class UsageTotals:
     reasoning_tokens: int = 0
     total_tokens: int = 0
     customers: set[str] = field(default_factory=set)
+    # billable quantities that are not tokens, by `units` key (DESIGN.md section 4), summed
+    units: dict[str, float] = field(default_factory=dict)
 
     def add(self, event: Mapping[str, Any]) -> None:
         """Count one wire event (a dict with the section-4 field names)."""
@@ -52,6 +61,12 @@ class UsageTotals:
         customer = event.get("customer_id")
         if isinstance(customer, str):
             self.customers.add(customer)
+        units = event.get("units")
+        if isinstance(units, dict):
+            for name, value in units.items():
+                quantity = _quantity(value)
+                if quantity is not None and isinstance(name, str):
+                    self.units[name] = self.units.get(name, 0) + quantity
 
     def add_wire(self, body: bytes | str) -> bool:
         """Count one event in its serialized form (a jsonl line); False, counting nothing, if not one."""
@@ -70,4 +85,15 @@ class UsageTotals:
 
     def as_json(self) -> dict[str, Any]:
         """The counts as `report --json` prints them (customers are a set: the caller says what it needs)."""
-        return {"calls": self.calls, "errors": self.errors, "estimated": self.estimated, **self.tokens()}
+        out: dict[str, Any] = {"calls": self.calls, "errors": self.errors, "estimated": self.estimated}
+        out.update(self.tokens())
+        out["units"] = dict(sorted(self.units.items()))
+        return out
+
+    def units_text(self) -> str:
+        """The units as one short cell: `images=2 web_searches=3` (empty when there are none)."""
+        return " ".join(f"{name}={_number_text(value)}" for name, value in sorted(self.units.items()))
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}"

@@ -170,3 +170,35 @@ def test_deployments_get_their_own_table_when_events_name_them(tmp_path: Path) -
     old = write_jsonl(tmp_path / "old.jsonl", [wire("acme", "gpt-4o", 1, 1)])
     assert "service" not in report(tmp_path, str(old)).stdout
     assert "by_service_environment" not in json.loads(report(tmp_path, str(old), "--json").stdout)
+
+
+def test_units_are_reported_in_every_format(tmp_path: Path) -> None:
+    """Billed quantities that are not tokens (images, audio seconds, web searches, Live session seconds)
+    appear as a column of the table, one CSV column per unit, and a `units` object in JSON."""
+    path = write_jsonl(
+        tmp_path / "u.jsonl",
+        [
+            wire("acme", "gpt-image-1", 10, 0, api="images", units={"images": 2}),
+            wire("acme", "gpt-4o", 10, 5, units={"web_searches": 3}),
+            wire("globex", "gpt-realtime", 0, 0, api="live", units={"session_seconds": 90.5}),
+            wire("globex", "gpt-4o", 10, 5),
+        ],
+    )
+
+    def header(text: str) -> list[str]:
+        return next(line.split() for line in text.splitlines() if " calls " in line)
+
+    table = report(tmp_path, str(path), "--by", "customer").stdout
+    assert "units" in header(table)
+    assert "images=2 web_searches=3" in table and "session_seconds=90.50" in table
+    columns, rows = csv_rows(tmp_path, str(path), "--by", "customer")
+    assert columns == ["customer", *NUMBERS, "units.images", "units.session_seconds", "units.web_searches"]
+    got = {r["customer"]: r for r in rows}
+    assert (got["acme"]["units.images"], got["acme"]["units.web_searches"]) == ("2", "3")
+    assert (got["globex"]["units.session_seconds"], got["globex"]["units.images"]) == ("90.5", "0")
+    data = json.loads(report(tmp_path, str(path), "--by", "customer", "--json").stdout)
+    by = {row["customer"]: row["units"] for row in data["rows"]}
+    assert by == {"acme": {"images": 2, "web_searches": 3}, "globex": {"session_seconds": 90.5}}
+    assert data["totals"]["units"] == {"images": 2, "session_seconds": 90.5, "web_searches": 3}
+    plain = report(tmp_path, write_jsonl(tmp_path / "p.jsonl", [wire("a", "m", 1, 1)]).as_posix()).stdout
+    assert "units" not in header(plain)  # no column when nothing but tokens was billed

@@ -60,6 +60,17 @@ def test_as_json_is_the_report_row() -> None:
     totals = UsageTotals()
     totals.add(event(input_tokens=1, total_tokens=1))
     row = totals.as_json()
-    assert list(row) == ["calls", "errors", "estimated", *TOKEN_FIELDS]
-    assert row["calls"] == 1 and row["total_tokens"] == 1
+    assert list(row) == ["calls", "errors", "estimated", *TOKEN_FIELDS, "units"]
+    assert row["calls"] == 1 and row["total_tokens"] == 1 and row["units"] == {}
     json.dumps(row)  # plain JSON: the set of customers is not in it
+
+
+def test_units_are_summed_by_name_and_junk_is_ignored() -> None:
+    totals = UsageTotals()
+    totals.add(event(units={"images": 2, "web_searches": 1}))
+    totals.add(event(units={"images": 1, "audio_seconds": 2.5, "bad": "3", "neg": -1, "flag": True}))
+    totals.add(event(units={"nan": float("nan"), "inf": float("inf")}))
+    totals.add(event(units=None))
+    assert totals.units == {"images": 3, "web_searches": 1, "audio_seconds": 2.5}
+    assert totals.as_json()["units"] == {"audio_seconds": 2.5, "images": 3, "web_searches": 1}
+    assert totals.units_text() == "audio_seconds=2.50 images=3 web_searches=1"
