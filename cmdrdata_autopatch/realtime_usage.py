@@ -17,10 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .tool_units import response_units
+from .tool_units import MAX_SANE, count, response_units
 from .usage import get
 
-MAX_SANE = 1 << 40
 _MAX_DEPTH = 8
 
 # Server event types that can carry something we bill or need (everything else is skipped at once).
@@ -63,17 +62,6 @@ class Billing:
 def text(value: Any) -> Optional[str]:
     """A non-empty string, else None."""
     return value if isinstance(value, str) and value else None
-
-
-def count(value: Any) -> Optional[int]:
-    """A sane non-negative integer count (an integral float counts), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value < MAX_SANE else None
-    if isinstance(value, float) and value.is_integer() and 0 <= value < MAX_SANE:
-        return int(value)
-    return None
 
 
 def seconds(value: Any) -> Optional[float]:

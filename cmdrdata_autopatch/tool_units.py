@@ -45,7 +45,8 @@ def _get(obj: Any, name: str) -> Any:
         return None
 
 
-def _count(value: Any) -> Optional[int]:
+def count(value: Any) -> Optional[int]:
+    """A sane non-negative integer count (an integral float counts), else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -59,10 +60,10 @@ def response_units(response: Any) -> Optional[dict[str, Any]]:
     """The hosted-tool units of one Responses `Response` (None when it used no billed tool)."""
     units: dict[str, Any] = {}
     tool_usage = _get(response, "tool_usage")
-    searches = _count(_get(_get(tool_usage, "web_search"), "num_requests"))
+    searches = count(_get(_get(tool_usage, "web_search"), "num_requests"))
     image_gen = _get(tool_usage, "image_gen")
     for unit, name in _IMAGE_GEN:
-        value = _count(_get(image_gen, name))
+        value = count(_get(image_gen, name))
         if value:
             units[unit] = value
     web_calls = file_calls = 0
