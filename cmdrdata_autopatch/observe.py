@@ -105,10 +105,9 @@ def record_plain(
     wall: float,
     latency: float,
 ) -> None:
-    """The common case, on the hot path: a finished non-streamed call becomes one event, now."""
-    if kwargs.get("background") is True:  # a background response: billed when it is read back finished
-        _created_background(recorder, client, result, customer_id, metadata)
-        return
+    """The common case, on the hot path: a finished non-streamed call becomes one event, now. (A call
+    with `background=` never comes here from the fast path: `observe` sends a background response's
+    creation to `_created_background`.)"""
     try:
         model = kwargs.get("model")
         event = UsageEvent(
@@ -139,6 +138,9 @@ def observe(rt: Runtime, call: Call, result: Any, latency: float) -> Any:
             return stream_proxy(call, result, StreamProxy)
         if isinstance(result, rt.async_stream_types):
             return stream_proxy(call, result, AsyncStreamProxy)
+        if call.kwargs.get("background") is True:  # a background response: billed once read back finished
+            _created_background(call.recorder, call.client, result, call.customer_id, call.metadata)
+            return result
         record_plain(
             call.api,
             call.kinds[0],

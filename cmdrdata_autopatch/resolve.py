@@ -11,7 +11,7 @@ from typing import Any
 
 from .events import UsageEvent
 from .tool_units import chat_search_units, merge_units, response_units
-from .usage import Usage, copy_usage, estimate, get, usable
+from .usage import MAX_SANE_TOKENS, Usage, copy_usage, estimate, get, usable
 
 
 def provider_of(client: Any) -> str | None:
@@ -126,30 +126,37 @@ def fill_from_result(
             fields = {**fields, **extra}
     # a pydantic model (v1 or v2) keeps its fields, and the SDK its `_request_id`, in `__dict__`: one
     # dict read each, instead of attribute lookups (a missing `_request_id` costs ~1.5 us through pydantic)
-    model = fields.get("model")
+    get_ = fields.get
+    model = get_("model")
     if type(model) is str and model:
         event.model = model
     elif model is None and result is not None:
         nested = model_of(result)  # a typed event that wraps the response
         if nested is not None:
             event.model = nested
-    tier = fields.get("service_tier")
-    if type(tier) is str and tier:
+    tier = get_("service_tier")
+    if tier and type(tier) is str:
         event.service_tier = tier
-    request_id = fields.get("_request_id")
+    request_id = get_("_request_id")
     if request_id is None:
         request_id = _request_id(result) if http_response is None else header_request_id(http_response)
     if type(request_id) is str:
         event.request_id = request_id
-    usage = fields.get("usage")
+    usage = get_("usage")
     copied = copy_usage(usage) if usage is not None else None
-    if usage_kind != "images" and usable(copied):
+    # the hot path's shortcut for `usable`: a sane input count (chat's or the Responses' field name)
+    tokens = None if copied is None else copied.get("prompt_tokens", copied.get("input_tokens"))
+    if type(tokens) is int and 0 <= tokens < MAX_SANE_TOKENS and usage_kind != "images":
         event.usage_details = copied  # the common case, inline: the numbers settle from it when sent
     else:
         set_usage(event, copied, usage_kind, kwargs, result)
     if "output" in fields:  # a Responses `Response`: hosted tools bill apart from the tokens
         add_units(event, response_units(fields))
-    elif usage_kind == "chat":
+    elif usage_kind == "chat" and (
+        "web_search_options" in kwargs
+        or "-search-" in str(event.model)
+        or "-search-" in str(kwargs.get("model"))
+    ):  # a cheap superset of `chat_search_units`'s test, so an ordinary chat call skips it
         add_units(event, chat_search_units(kwargs, event.model))
 
 

@@ -31,12 +31,14 @@ Which rule applies is the table row's `usage_kind` ("chat", "text", "embeddings"
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import types
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 MAX_SANE_TOKENS = 1 << 40  # anything larger is garbage, not usage
 _MAX_DEPTH = 5
 _PLAIN = (int, str, bool)
 _SCALARS = frozenset((int, str, bool, float, type(None)))
+_UnionType = getattr(types, "UnionType", None)  # `int | None` annotations (Python 3.10+)
 
 
 class Usage(NamedTuple):
@@ -81,48 +83,82 @@ def _plain(value: Any, depth: int) -> Any:
     return clean(value, depth + 1)
 
 
+def _scalar_annotation(annotation: Any) -> bool:
+    """True when a declared field can only hold a scalar (int, float, str, bool, None, a Literal)."""
+    if annotation in _SCALARS:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return True
+    if origin is Union or (_UnionType is not None and origin is _UnionType):
+        return all(_scalar_annotation(arg) for arg in get_args(annotation))
+    return False
+
+
+def _object_fields(cls: type) -> tuple[str, ...] | None:
+    """The declared fields of a pydantic-v2 model class that may hold objects (details models, lists),
+    or None when the class has no such plan (a dict, a pydantic-v1 model): then every value is looked at.
+
+    Read once per class from its declared annotations, never from one instance's values: a field that is
+    None in the first response seen and a details model in the next is still copied."""
+    fields = getattr(cls, "__pydantic_fields__", None)
+    if type(fields) is not dict or not hasattr(cls, "__pydantic_extra__"):
+        return None
+    try:
+        names = tuple(
+            n for n, info in fields.items() if not _scalar_annotation(getattr(info, "annotation", 0))
+        )
+    except Exception:
+        return None
+    return names or FLAT
+
+
+FLAT: tuple[str, ...] = ()  # the plan of a model of scalars only (a details model)
+# usage model class -> its object fields (None: no plan). A handful of classes per SDK release.
+_plans: dict[type, tuple[str, ...] | None] = {}
+
+
 def copy_usage(obj: Any, depth: int = 0) -> dict[str, Any] | None:
     """A copy of a usage object made of dicts (values as they are: `clean` makes them JSON-safe later).
 
     The details objects inside are copied too (and dicts and lists, recursively), so every billed number
     is the one OpenAI reported whatever the application does to the response afterwards. On the hot path
-    the common shape (a model whose details are models of integers) costs three C-level dict copies.
+    (a pydantic-v2 usage model) the class's plan names the few fields that hold objects, so the copy is
+    one C-level `dict.copy()` per model and no look at the integer fields.
     """
-    source = getattr(obj, "__dict__", None)
-    if type(source) is dict:  # a model (the common case): its fields, plus those the SDK did not know
-        out: dict[str, Any] = source.copy()
-        extra = getattr(obj, "__pydantic_extra__", None)
+    cls = type(obj)
+    try:
+        plan = _plans[cls]
+    except KeyError:
+        if len(_plans) >= 512:  # generated classes must not grow it without bound
+            _plans.clear()
+        plan = _plans[cls] = _object_fields(cls)
+    if plan is not None:
+        out: dict[str, Any] = obj.__dict__.copy()
+        for key in plan:
+            value = out.get(key)
+            if value is None:
+                continue
+            if _plans.get(type(value)) is FLAT and not value.__pydantic_extra__:
+                out[key] = value.__dict__.copy()  # a details model of scalars (the common case), inline
+            else:
+                out[key] = _copy_nested(value, depth + 1)
+        extra = obj.__pydantic_extra__  # fields the installed SDK does not know: plain JSON values
         if extra:
-            out.update(extra)
+            for key, value in extra.items():
+                out[key] = value if type(value) in _SCALARS else _copy_nested(value, depth + 1)
+        return out
+    source = getattr(obj, "__dict__", None)
+    if type(source) is dict:  # a pydantic-v1 model: its extras live in __dict__ too
+        out = source.copy()
     elif isinstance(obj, dict):
         out = dict(obj)
     else:
         return None
     for key, value in out.items():
-        if value is None or type(value) is int or type(value) in _SCALARS:
-            continue
-        source = getattr(value, "__dict__", None)
-        if type(source) is not dict or depth:
+        if type(value) not in _SCALARS:
             out[key] = _copy_nested(value, depth + 1)
-            continue
-        inner = source.copy()  # a details model, inline: its values are integers in every usage type
-        extra = getattr(value, "__pydantic_extra__", None)  # of the patched APIs (a third level, as in
-        if extra:  # realtime's cached_tokens_details, is left to `clean`, which copies it when sending)
-            inner.update(extra)
-        out[key] = inner
     return out
-
-
-def _own_dict(obj: Any) -> dict[str, Any] | None:
-    """A new dict of an object's fields (a pydantic model's `__dict__` plus its extras, or a dict)."""
-    source = getattr(obj, "__dict__", None)
-    if type(source) is dict:
-        out: dict[str, Any] = source.copy()
-        extra = getattr(obj, "__pydantic_extra__", None)  # fields newer than the installed SDK
-        if extra:
-            out.update(extra)
-        return out
-    return dict(obj) if isinstance(obj, dict) else None
 
 
 def _copy_nested(value: Any, depth: int) -> Any:

@@ -50,9 +50,12 @@ def _is_plain(rt: Runtime, result_type: type) -> bool:
     return not special
 
 
-# A call needs more than the common path when it carries our keywords, raw or attribution headers, or a
-# stream. One C-level `isdisjoint` over the call's few keyword names answers it.
-_SLOW_KEYS = frozenset(("customer_id", "cmdrdata_metadata", "track_usage", "extra_headers", "stream"))
+# A call needs more than the common path when it carries our keywords, raw or attribution headers, a
+# stream, or creates a background response. One C-level `isdisjoint` over the call's few keyword names
+# answers it.
+_SLOW_KEYS = frozenset(
+    ("customer_id", "cmdrdata_metadata", "track_usage", "extra_headers", "stream", "background")
+)
 _common_call = _SLOW_KEYS.isdisjoint
 
 
