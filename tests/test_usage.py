@@ -210,3 +210,42 @@ def test_malformed_stream_usage_never_hurts_the_caller(payload: Any) -> None:
     assert len(items) == len(chunks)
     assert len(exporter.wire()) == 1
     json.dumps(exporter.wire()[0])
+
+
+def test_usage_copy_plan_follows_the_class_not_the_first_instance() -> None:
+    """The per-class copy plan is read from the declared fields: a details model absent from the first
+    usage seen and present in the next is still copied (and so is a field the SDK does not know)."""
+    from openai.types.completion_usage import CompletionUsage
+
+    from cmdrdata_autopatch.usage import copy_usage, numbers
+
+    first = CompletionUsage.model_validate({"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
+    assert copy_usage(first) is not None
+    second = CompletionUsage.model_validate(
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+            "future_breakdown": {"tool_tokens": [1, 2]},
+        }
+    )
+    copied = copy_usage(second)
+    assert copied is not None
+    extra = getattr(second, "__pydantic_extra__", None) or {}  # old SDKs: the details are extras too
+    for name, key in (
+        ("prompt_tokens_details", "cached_tokens"),
+        ("completion_tokens_details", "reasoning_tokens"),
+    ):
+        details = getattr(second, name, None) or extra[name]
+        if isinstance(details, dict):
+            details[key] = 99
+        else:
+            setattr(details, key, 99)
+    (getattr(second, "future_breakdown", None) or extra["future_breakdown"])["tool_tokens"].append(3)
+    second.prompt_tokens += 100
+    u = numbers(copied)
+    assert u is not None
+    assert (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens) == (10, 5, 4, 2)
+    assert copied["future_breakdown"] == {"tool_tokens": [1, 2]}
