@@ -130,10 +130,12 @@ def fill_from_result(
     model = get_("model")
     if type(model) is str and model:
         event.model = model
-    elif model is None and result is not None:
-        nested = model_of(result)  # a typed event that wraps the response
+    else:
+        nested = model_of(result) if model is None and result is not None else None  # a wrapped response
         if nested is not None:
             event.model = nested
+        elif event.model is None:  # the response names none: the requested model
+            event.model = requested_model(kwargs)
     tier = get_("service_tier")
     if tier and type(tier) is str:
         event.service_tier = tier
