@@ -180,10 +180,10 @@ class OtlpExporter(RecorderBase):
         exit_timeout: float = 2.0,
         metrics: bool = False,
         batch_size: int = 512,
-        environ: Optional[Mapping[str, str]] = None,
         register_exit: bool = True,
     ) -> None:
-        self._environ = dict(os.environ if environ is None else environ)
+        # what the SDK reads at construction, kept for `stats()` and `doctor` (never the header values)
+        self._environ = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
         why = missing(self._environ)
         if why is not None:
             raise ImportError(why)
