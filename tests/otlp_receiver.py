@@ -98,7 +98,11 @@ class OtlpReceiver:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
-        data = gzip.decompress(raw) if encoding == "gzip" else zlib.decompress(raw) if encoding == "deflate" else raw
+        data = raw
+        if encoding == "gzip":
+            data = gzip.decompress(raw)
+        elif encoding == "deflate":
+            data = zlib.decompress(raw)
         message = kinds[0]()
         message.ParseFromString(data)
         headers = {k.lower(): v for k, v in handler.headers.items()}
