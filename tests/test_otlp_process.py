@@ -64,14 +64,15 @@ with trace.get_tracer("app").start_as_current_span("app-span"):
 _logs.get_logger("app").emit(body="app log line")
 cmdrdata.flush(10)
 data = app_metrics.get_metrics_data()
-names = [m.name for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics
-         for m in sm.metrics]
+points = [[m.name, dict(p.attributes), getattr(p, "value", None)]
+          for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics
+          for m in sm.metrics for p in m.data.data_points]
 print(json.dumps({
     "tracer": trace.get_tracer_provider() is tracer_provider,
     "logger": _logs.get_logger_provider() is logger_provider,
     "meter": metrics.get_meter_provider() is meter_provider,
     "app_logs": [str(r.log_record.body) for r in app_logs.get_finished_logs()],
-    "app_metric_names": names,
+    "app_metrics": points,
     "stats": {k: v for k, v in cmdrdata.stats().items() if k in ("exported", "failed", "dropped")},
 }))
 """
@@ -102,9 +103,14 @@ def test_the_apps_own_providers_are_untouched(receiver: OtlpReceiver) -> None:
         out = json.loads(result.stdout.strip().splitlines()[-1])
         assert out["tracer"] and out["logger"] and out["meter"]  # still the app's, all three
         assert out["app_logs"] == ["app log line"]  # none of our records in the app's log pipeline
-        # (the app's own tracer counts its spans there: otel.sdk.span.*, which is the app's business)
-        ours = ("gen_ai.", "otel.sdk.log", "otel.sdk.exporter", "otel.sdk.processor")
-        assert not any(name.startswith(ours) for name in out["app_metric_names"]), out
+        # the app's reader holds the app's own SDK self-metrics (its spans, its one log line, its
+        # processors) and nothing of ours: no histogram, no exporter counters, one log created, not five
+        for name, attributes, value in out["app_metrics"]:
+            assert not name.startswith(("gen_ai.", "otel.sdk.exporter")), out["app_metrics"]
+            if name == "otel.sdk.log.created":
+                assert value == 1, out["app_metrics"]
+            if name.startswith("otel.sdk.processor"):
+                assert attributes["otel.component.type"].startswith("simple_"), out["app_metrics"]
         assert out["stats"] == {"exported": 4, "failed": 0, "dropped": {}}
         # the app's span went to the app's own place, and nothing of ours did
         assert eventually(lambda: app_place.span_names() == ["app-span"])
@@ -200,3 +206,16 @@ def test_doctor_shows_where_otlp_goes_never_header_values(tmp_path: Path) -> Non
     text = run([*console_script("cmdrdata-autopatch"), "doctor", "--no-network"], env)
     assert "collector.example.internal:4318/v1/logs" in text.stdout
     assert "hc-secret-value-42" not in text.stdout + text.stderr
+
+
+def test_grpc_without_its_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from cmdrdata_autopatch.config import ConfigError, load_settings
+
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
+        pytest.skip("the gRPC exporter is installed here")
+    env = {"CMDRDATA_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc"}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc")
+    with pytest.raises(ConfigError, match="pip install opentelemetry-exporter-otlp-proto-grpc"):
+        load_settings(env)
