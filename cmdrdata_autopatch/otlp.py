@@ -182,7 +182,7 @@ class OtlpExporter(RecorderBase):
         batch_size: int = 512,
         register_exit: bool = True,
     ) -> None:
-        # what the SDK reads at construction, kept for `stats()` and `doctor` (never the header values)
+        # the OTEL_* settings the SDK read at construction, for `stats()` (which shows header names only)
         self._environ = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
         why = missing(self._environ)
         if why is not None:
