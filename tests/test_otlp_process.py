@@ -219,3 +219,32 @@ def test_grpc_without_its_package_names_the_fix(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc")
     with pytest.raises(ConfigError, match="pip install opentelemetry-exporter-otlp-proto-grpc"):
         load_settings(env)
+
+
+@POSIX
+def test_a_forked_child_exports_its_own_events_only(receiver: OtlpReceiver) -> None:
+    code = """
+import os, sys
+sys.path.insert(0, os.environ["REPO"])
+from tests.support import make_event
+import cmdrdata_autopatch as cmdrdata
+cmdrdata.patch(exporter="otlp")
+exporter = cmdrdata.get_exporter()
+exporter.record(make_event(1, customer="parent"))
+cmdrdata.flush(10)
+exporter.record(make_event(2, customer="parent-late"))  # queued when the fork happens
+pid = os.fork()
+if pid == 0:
+    exporter.record(make_event(3, customer="child"))
+    cmdrdata.flush(10)
+    print("child", exporter.stats()["exported"], flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+cmdrdata.flush(10)
+print("parent", exporter.stats()["exported"], flush=True)
+"""
+    result = run_python(code, _env(receiver, 0, CMDRDATA_FLUSH_INTERVAL="0.5"))
+    assert result.returncode == 0, result.stderr
+    assert "child 1" in result.stdout and "parent 2" in result.stdout, result.stdout + result.stderr
+    customers = sorted(r["attributes"]["cmdrdata.customer.id"] for r in receiver.log_records())
+    assert customers == ["child", "parent", "parent-late"]  # each event once, by the process that had it
