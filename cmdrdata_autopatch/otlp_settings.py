@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 INSTALL_FIX = "pip install 'cmdrdata-autopatch[otlp]'"
-GRPC_FIX = "pip install opentelemetry-exporter-otlp-proto-grpc"
+GRPC_FIX = "pip install 'cmdrdata-autopatch[otlp-grpc]' (or opentelemetry-exporter-otlp-proto-grpc)"
 
 
 def _env(environ: Mapping[str, str], *names: str) -> Optional[str]:

@@ -199,3 +199,46 @@ def env_for(receiver: Optional[OtlpReceiver], port: Optional[int] = None, **extr
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_EXPORTER_OTLP_TIMEOUT": "3"}
     env.update(extra)
     return env
+
+
+class GrpcOtlpReceiver(OtlpReceiver):
+    """The same receiver over OTLP/gRPC (needs grpcio: the gRPC exporter's dependency)."""
+
+    def __init__(self) -> None:  # (no HTTP server: the parent's readers work on `requests`)
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+
+        self.requests = []
+        self.encodings = []
+        self._cv = threading.Condition()
+        self._released = threading.Event()
+        outer = self
+
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                outer._keep("/v1/logs", request, context)
+                return ExportLogsServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                outer._keep("/v1/metrics", request, context)
+                return ExportMetricsServiceResponse()
+
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self._grpc)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._grpc)
+        self.port = self._grpc.add_insecure_port("127.0.0.1:0")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._grpc.start()
+
+    def _keep(self, path: str, request: Any, context: Any) -> None:
+        headers = {key: value for key, value in context.invocation_metadata()}
+        with self._cv:
+            self.requests.append((path, request, headers))
+            self._cv.notify_all()
+
+    def close(self) -> None:
+        self._grpc.stop(grace=None)

@@ -338,3 +338,29 @@ def test_a_failing_member_costs_only_itself() -> None:
     fan = FanOutRecorder([("broken", Broken()), ("memory", memory)])
     assert fan.record(_event(1)) is True
     assert len(memory.events) == 1 and fan.stats()["fanout_errors"] == {"broken": 1, "memory": 0}
+
+
+def test_grpc_when_its_exporter_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="the optional gRPC exporter")
+    from .otlp_receiver import GrpcOtlpReceiver
+
+    receiver = GrpcOtlpReceiver()
+    try:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=ml",
+        }
+        exporter = _direct(monkeypatch, env, metrics=True)
+        event = _event(2, "acme")
+        exporter.record(event)
+        exporter.flush(10)
+        assert exporter.stats()["exported"] == 1 and exporter.stats()["otlp"]["protocol"] == "grpc"
+        records = receiver.log_records()
+        assert len(records) == 1 and records[0]["attributes"] == attributes(event.to_wire())
+        assert receiver.requests[0][2]["x-team"] == "ml"
+        kinds = {p["attributes"]["gen_ai.token.type"] for p in receiver.histogram_points()}
+        assert kinds == {"input", "output"}
+    finally:
+        receiver.close()

@@ -209,15 +209,14 @@ def test_doctor_shows_where_otlp_goes_never_header_values(tmp_path: Path) -> Non
 
 
 def test_grpc_without_its_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
     from cmdrdata_autopatch.config import ConfigError, load_settings
 
-    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
-        pytest.skip("the gRPC exporter is installed here")
+    # as if the optional gRPC exporter were not installed (find_spec answers None for a None entry)
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc", None)
     env = {"CMDRDATA_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc"}
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc")
-    with pytest.raises(ConfigError, match="pip install opentelemetry-exporter-otlp-proto-grpc"):
+    fix = r"cmdrdata-autopatch\[otlp-grpc\].*opentelemetry-exporter-otlp-proto-grpc"
+    with pytest.raises(ConfigError, match=fix):
         load_settings(env)
 
 
