@@ -176,12 +176,25 @@ def _otlp_facts(diag: Diagnosis, settings: Settings) -> str:
     why = missing()
     if why is not None:
         diag.problems.append(why)
+    if info["headers_set"] and _in_clear(info["endpoint"]):
+        diag.warnings.append(
+            f"OTLP headers ({', '.join(info['header_names'])}) go in clear text to {info['endpoint']}: "
+            "use https:// for an endpoint beyond this machine"
+        )
     if settings.otlp_metrics:
         diag.warnings.append(
             "CMDRDATA_OTLP_METRICS is on: the gen_ai.client.token.usage histogram carries the customer id "
             "as an attribute (one series per customer)"
         )
     return f"{info['endpoint']} ({info['protocol']})"
+
+
+def _in_clear(url: str) -> bool:
+    """Plain http:// to a host other than this machine (OTLP headers often hold API keys)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
 
 
 def _exporter_facts(diag: Diagnosis, settings: Settings | None) -> None:

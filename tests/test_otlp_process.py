@@ -203,6 +203,13 @@ def test_doctor_shows_where_otlp_goes_never_header_values(tmp_path: Path) -> Non
     assert otlp["protocol"] == "http/protobuf" and otlp["headers_set"] is True
     assert otlp["header_names"] == ["x-honeycomb-team"] and otlp["metrics"] is True
     assert otlp["metrics_endpoint"] == "https://collector.example.internal:4318/v1/metrics"
+    assert not any("clear text" in w for w in data["warnings"])  # https
+    assert any("CMDRDATA_OTLP_METRICS" in w for w in data["warnings"])
+    plain = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example.internal:4318"}
+    result = run([*console_script("cmdrdata-autopatch"), "doctor", "--json", "--no-network"], plain)
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any("x-honeycomb-team" in w and "clear text" in w for w in warnings), warnings
+    assert "hc-secret-value-42" not in result.stdout + result.stderr
     text = run([*console_script("cmdrdata-autopatch"), "doctor", "--no-network"], env)
     assert "collector.example.internal:4318/v1/logs" in text.stdout
     assert "hc-secret-value-42" not in text.stdout + text.stderr
