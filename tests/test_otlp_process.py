@@ -254,3 +254,14 @@ print("parent", exporter.stats()["exported"], flush=True)
     assert "child 1" in result.stdout and "parent 2" in result.stdout, result.stdout + result.stderr
     customers = sorted(r["attributes"]["cmdrdata.customer.id"] for r in receiver.log_records())
     assert customers == ["child", "parent", "parent-late"]  # each event once, by the process that had it
+
+
+def test_replay_finds_the_http_spool_of_a_fan_out(tmp_path: Path) -> None:
+    from cmdrdata_autopatch.config import load_settings
+    from cmdrdata_autopatch.replay import spool_directory
+
+    env = {"CMDRDATA_API_KEY": "tk-0123456789", "CMDRDATA_SPOOL_DIR": str(tmp_path)}
+    alone = spool_directory(load_settings({**env, "CMDRDATA_EXPORTER": "http"}))
+    assert alone is not None
+    assert spool_directory(load_settings({**env, "CMDRDATA_EXPORTER": "http,otlp"})) == alone
+    assert spool_directory(load_settings({**env, "CMDRDATA_EXPORTER": "otlp"})) is None
