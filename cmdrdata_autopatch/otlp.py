@@ -402,11 +402,16 @@ class OtlpExporter(RecorderBase):
             self._queue.clear()
             if left:
                 self._drop_locked("exit_timeout", left)
-            lost = self._dropped.get("exit_timeout", 0) + self._in_flight
-        if lost:
+            lost = dict(self._dropped)
+            if self._in_flight:
+                lost["in_flight_at_exit"] = self._in_flight
+            exported, last_error = self._counts["exported"], self._last_error
+        if lost:  # (DESIGN.md section 6: the exit line counts every event lost in this run, with its reason)
+            why = ", ".join(f"{reason}={n}" for reason, n in sorted(lost.items()))
             _process.stderr_line(
-                f"cmdrdata-autopatch: {lost} usage event(s) not exported over OTLP within the exit budget "
-                f"({self.exit_timeout:g}s, to {endpoint(self._environ)})"
+                f"cmdrdata-autopatch: at exit {exported} usage event(s) exported over OTLP to "
+                f"{endpoint(self._environ)}, {sum(lost.values())} lost in this run ({why})"
+                + (f"; last error: {last_error}" if last_error else "")
             )
 
     def shutdown(self, timeout: Optional[float] = None) -> tuple[int, int]:

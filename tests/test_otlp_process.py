@@ -265,3 +265,15 @@ def test_replay_finds_the_http_spool_of_a_fan_out(tmp_path: Path) -> None:
     assert alone is not None
     assert spool_directory(load_settings({**env, "CMDRDATA_EXPORTER": "http,otlp"})) == alone
     assert spool_directory(load_settings({**env, "CMDRDATA_EXPORTER": "otlp"})) is None
+
+
+def test_the_exit_line_counts_every_lost_event_with_its_reason() -> None:
+    from .otlp_receiver import closed_port
+
+    env = {**env_for(None, port=closed_port(), OTEL_EXPORTER_OTLP_TIMEOUT="1"), "N": "3", "REPO": REPO}
+    result = run_python(CALLS, env)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("cmdrdata-autopatch: at exit")]
+    assert len(lines) == 1, result.stderr
+    assert "0 usage event(s) exported over OTLP" in lines[0] and "3 lost in this run" in lines[0], lines
+    assert "export_failed=3" in lines[0] or "exit_timeout=" in lines[0], lines
