@@ -274,6 +274,7 @@ def test_histogram_when_enabled(monkeypatch: pytest.MonkeyPatch, receiver: OtlpR
     assert point["attributes"]["gen_ai.request.model"] == "gpt-4o"
     assert point["scope"] == "cmdrdata_autopatch"
     assert len(receiver.log_records()) == 3
+    exporter.sdk.meters.shutdown()
 
 
 def test_no_histogram_unless_enabled(monkeypatch: pytest.MonkeyPatch, receiver: OtlpReceiver) -> None:
@@ -362,5 +363,6 @@ def test_grpc_when_its_exporter_is_installed(monkeypatch: pytest.MonkeyPatch) ->
         assert receiver.requests[0][2]["x-team"] == "ml"
         kinds = {p["attributes"]["gen_ai.token.type"] for p in receiver.histogram_points()}
         assert kinds == {"input", "output"}
+        exporter.sdk.meters.shutdown()  # (its reader would export again later, to a closed receiver)
     finally:
         receiver.close()
