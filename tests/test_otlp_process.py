@@ -125,7 +125,7 @@ def test_the_apps_own_providers_are_untouched(receiver: OtlpReceiver) -> None:
 @POSIX
 def test_sigterm_right_after_the_calls_still_delivers(receiver: OtlpReceiver) -> None:
     code = CALLS + "\nprint('READY', flush=True)\nwhile True:\n    time.sleep(0.05)\n"
-    proc = start_python(code, _env(receiver, 20, CMDRDATA_FLUSH_INTERVAL="30"))
+    proc = start_python(code, _env(receiver, 20, CMDRDATA_FLUSH_INTERVAL="30", CMDRDATA_EXIT_TIMEOUT="10"))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -143,6 +143,7 @@ def test_sigterm_right_after_the_calls_still_delivers(receiver: OtlpReceiver) ->
 def test_atexit_delivers_with_a_fan_out(receiver: OtlpReceiver, tmp_path: Path) -> None:
     code = CALLS.replace('exporter="otlp"', 'exporter="jsonl,otlp"')
     env = _env(receiver, 5, CMDRDATA_JSONL_PATH=str(tmp_path / "u.jsonl"), CMDRDATA_FLUSH_INTERVAL="30")
+    env["CMDRDATA_EXIT_TIMEOUT"] = "10"  # (returns as soon as both are done: a loaded CI machine is slow)
     result = run_python(code, env)
     assert result.returncode == 0, result.stderr
     assert len(receiver.log_records()) == 5
@@ -276,4 +277,4 @@ def test_the_exit_line_counts_every_lost_event_with_its_reason() -> None:
     lines = [line for line in result.stderr.splitlines() if line.startswith("cmdrdata-autopatch: at exit")]
     assert len(lines) == 1, result.stderr
     assert "0 usage event(s) exported over OTLP" in lines[0] and "3 lost in this run" in lines[0], lines
-    assert "export_failed=3" in lines[0] or "exit_timeout=" in lines[0], lines
+    assert any(why in lines[0] for why in ("export_failed=", "exit_timeout=", "in_flight_at_exit=")), lines
