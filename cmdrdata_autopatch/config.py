@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "https://api.cmdrdata.ai/api/events"
 DEFAULT_JSONL_PATH = "cmdrdata-usage.jsonl"
-EXPORTER_NAMES = ("http", "jsonl", "console", "memory", "none")
+EXPORTER_NAMES = ("http", "jsonl", "console", "memory", "none", "otlp")
 STREAM_USAGE_POLICIES = ("auto", "always", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FSYNC_POLICIES = ("interval", "always", "off")
@@ -71,8 +71,16 @@ class Settings:
     environment: str | None = None
     stream_usage_hosts: tuple[str, ...] = ()
     object_metadata: str = "off"
+    # CMDRDATA_OTLP_METRICS: also export the gen_ai.client.token.usage histogram (customer ids as an
+    # attribute: high cardinality, hence opt-in)
+    otlp_metrics: bool = False
     # what was wrong but did not switch tracking off: one line each, shown once by patch() and by doctor
     notes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def exporters(self) -> tuple[str, ...]:
+        """The exporter names (`CMDRDATA_EXPORTER` may list several: `http,otlp`)."""
+        return tuple(self.exporter.split(","))
 
     @property
     def masked_api_key(self) -> str | None:
@@ -165,6 +173,34 @@ def _choice(allowed: tuple[str, ...], upper: bool = False) -> Parser:
         return str(value)
 
     return parse
+
+
+def _exporters(source: str, raw: Any) -> str:
+    """One exporter name or a comma list (`http,otlp`: each event goes to both), normalized and deduplicated.
+
+    `otlp` is checked here, at `patch()` time: without its extra the error names the fix."""
+    if not isinstance(raw, str) or not raw.strip():
+        allowed = ", ".join(EXPORTER_NAMES)
+        raise ConfigError(f"{source}={_cut(raw)!r} must be one of {allowed} (or a comma list)")
+    names: list[str] = []
+    items = raw.split(",")
+    for item in items:
+        name = item.strip().lower()
+        if name not in EXPORTER_NAMES:
+            what = "" if len(items) == 1 else f": {_cut(item.strip())!r} is not an exporter;"
+            raise ConfigError(
+                f"{source}={_cut(raw)!r}{what} must be one of {', '.join(EXPORTER_NAMES)} "
+                f"(or a comma list, e.g. http,otlp){_hint(name, EXPORTER_NAMES)}"
+            )
+        if name not in names:
+            names.append(name)
+    if "otlp" in names:
+        from .otlp_settings import missing
+
+        why = missing()
+        if why is not None:
+            raise ConfigError(f"{source}={_cut(raw)!r}: {why}")
+    return ",".join(names)
 
 
 def _flag(source: str, raw: Any) -> bool:
@@ -279,7 +315,7 @@ class Setting(NamedTuple):
 SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("api_key", "CMDRDATA_API_KEY", _api_key, True),
     Setting("endpoint", "CMDRDATA_ENDPOINT", _endpoint, True),
-    Setting("exporter", "CMDRDATA_EXPORTER", _choice(EXPORTER_NAMES), True),
+    Setting("exporter", "CMDRDATA_EXPORTER", _exporters, True),
     Setting("customer_id", "CMDRDATA_CUSTOMER_ID", _customer, True),
     Setting("jsonl_path", "CMDRDATA_JSONL_PATH", _path, True),
     Setting("spool_dir", "CMDRDATA_SPOOL_DIR", _path, True),
@@ -293,6 +329,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("stream_usage", "CMDRDATA_STREAM_USAGE", _choice(STREAM_USAGE_POLICIES), False),
     Setting("stream_usage_hosts", "CMDRDATA_STREAM_USAGE_HOSTS", _hosts, False),
     Setting("object_metadata", "CMDRDATA_OBJECT_METADATA", _choice(OBJECT_METADATA_POLICIES), False),
+    Setting("otlp_metrics", "CMDRDATA_OTLP_METRICS", _flag, False),
     Setting("log_level", "CMDRDATA_LOG_LEVEL", _choice(LOG_LEVELS, upper=True), False),
     Setting("service", "CMDRDATA_SERVICE", _label, False, _service_fallback),
     Setting("environment", "CMDRDATA_ENVIRONMENT", _label, False, _environment_fallback),
@@ -393,11 +430,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         sources[row.key] = source
     if "exporter" not in values:
         values["exporter"] = "http" if values.get("api_key") else "jsonl"
-    elif values["exporter"] == "http" and not values.get("api_key"):
+    elif "http" in values["exporter"].split(",") and not values.get("api_key"):
         raise ConfigError(
-            f"{sources['exporter']}='http' needs a CmdrData API key: set CMDRDATA_API_KEY "
+            f"{sources['exporter']}={values['exporter']!r} needs a CmdrData API key: set CMDRDATA_API_KEY "
             "or pass patch(api_key=...), or choose exporter 'jsonl' for local, offline tracking"
         )
-    if values["exporter"] == "jsonl" and "jsonl_path" in values:
+    if "jsonl" in values["exporter"].split(",") and "jsonl_path" in values:
         check_jsonl_path(values["jsonl_path"], sources["jsonl_path"])
     return Settings(**values, notes=tuple(notes))

@@ -143,17 +143,13 @@ def jsonl_path_problem(path: str) -> str | None:
     return f"the jsonl exporter cannot write to {target} (not writable)"
 
 
-def _exporter_facts(diag: Diagnosis, settings: Settings | None) -> None:
-    if settings is None:
-        diag.data["exporter"] = None
-        return
-    name = settings.exporter
-    info: dict[str, Any] = {"name": name}
+def _destination(diag: Diagnosis, settings: Settings, name: str) -> str | None:
+    """Where exporter `name` sends events (problems and warnings about it go into `diag`)."""
     if name == "http":
-        info["destination"] = settings.endpoint
-    elif name == "jsonl":
-        info["destination"] = os.path.abspath(settings.jsonl_path)
-        problem = jsonl_path_problem(info["destination"])
+        return settings.endpoint
+    if name == "jsonl":
+        path = os.path.abspath(settings.jsonl_path)
+        problem = jsonl_path_problem(path)
         if problem is not None:
             diag.problems.append(problem)
         if not settings.api_key:
@@ -161,11 +157,55 @@ def _exporter_facts(diag: Diagnosis, settings: Settings | None) -> None:
                 "no CMDRDATA_API_KEY: events are kept locally in the JSONL file "
                 "(see `cmdrdata-autopatch report`)"
             )
-    elif name == "console":
-        info["destination"] = "stderr"
-    else:
-        info["destination"] = None
-        diag.warnings.append(f"exporter {name!r}: events are not delivered anywhere")
+        return path
+    if name == "console":
+        return "stderr"
+    if name == "otlp":
+        return _otlp_facts(diag, settings)
+    diag.warnings.append(f"exporter {name!r}: events are not delivered anywhere")
+    return None
+
+
+def _otlp_facts(diag: Diagnosis, settings: Settings) -> str:
+    """Where OTLP goes (`data["otlp"]`): endpoint, protocol, whether headers are set. Header values hold
+    API keys: only their names are shown."""
+    from .otlp_settings import describe, missing
+
+    info = describe(os.environ, settings.otlp_metrics)
+    diag.data["otlp"] = info
+    why = missing()
+    if why is not None:
+        diag.problems.append(why)
+    if info["headers_set"] and _in_clear(info["endpoint"]):
+        diag.warnings.append(
+            f"OTLP headers ({', '.join(info['header_names'])}) go in clear text to {info['endpoint']}: "
+            "use https:// for an endpoint beyond this machine"
+        )
+    if settings.otlp_metrics:
+        diag.warnings.append(
+            "CMDRDATA_OTLP_METRICS is on: the gen_ai.client.token.usage histogram carries the customer id "
+            "as an attribute (one series per customer)"
+        )
+    return f"{info['endpoint']} ({info['protocol']})"
+
+
+def _in_clear(url: str) -> bool:
+    """Plain http:// to a host other than this machine (OTLP headers often hold API keys)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
+
+
+def _exporter_facts(diag: Diagnosis, settings: Settings | None) -> None:
+    diag.data["otlp"] = None
+    if settings is None:
+        diag.data["exporter"] = None
+        return
+    destinations = {name: _destination(diag, settings, name) for name in settings.exporters}
+    info: dict[str, Any] = {"name": settings.exporter, "destination": destinations[settings.exporters[0]]}
+    if len(destinations) > 1:
+        info["destinations"] = destinations
     diag.data["exporter"] = info
 
 
@@ -206,7 +246,7 @@ def check_endpoint(endpoint: str, api_key: str, timeout: float) -> dict[str, Any
 
 
 def _endpoint_facts(diag: Diagnosis, settings: Settings | None, timeout: float, skip: bool) -> None:
-    if settings is None or settings.exporter != "http" or not settings.api_key:
+    if settings is None or "http" not in settings.exporters or not settings.api_key:
         detail = "no http exporter"
     elif skip:
         detail = "skipped"
@@ -289,6 +329,24 @@ def _spool_line(spool: dict[str, Any] | None) -> str:
     return "spool: " + (", ".join(f"{key} {value}" for key, value in spool.items()) or "empty")
 
 
+def _exporter_lines(data: dict[str, Any]) -> list[str]:
+    """Where events go: one line per exporter, then the OTLP details (header names only)."""
+    exporter = data["exporter"]
+    if exporter is None:
+        return []
+    where = exporter.get("destinations") or {exporter["name"]: exporter["destination"]}
+    lines = [f"exporter: {name} -> {destination}" for name, destination in where.items()]
+    lines[0] = "\n" + lines[0]
+    otlp = data.get("otlp")
+    if otlp:
+        headers = f"set ({', '.join(otlp['header_names'])})" if otlp["headers_set"] else "not set"
+        details = f"compression {otlp['compression']}, timeout {otlp['timeout']} s"
+        lines.append(f"otlp: headers {headers}, {details}")
+        if otlp["metrics"]:
+            lines.append(f"otlp metrics (gen_ai.client.token.usage) -> {otlp['metrics_endpoint']}")
+    return lines
+
+
 def render_text(diag: Diagnosis) -> str:
     """The findings for a person: versions, the patch table, configuration, destinations, then verdicts."""
     data = diag.data
@@ -308,8 +366,7 @@ def render_text(diag: Diagnosis) -> str:
         lines.append("  (invalid, see problems)")
     else:
         lines.extend(f"  {key:<15} {value}" for key, value in data["settings"].items())
-    if data["exporter"] is not None:
-        lines.append(f"\nexporter: {data['exporter']['name']} -> {data['exporter']['destination']}")
+    lines.extend(_exporter_lines(data))
     lines.append(f"endpoint check: {data['endpoint_check']['detail']}")
     lines.append(_spool_line(data["spool"]))
     lines.append(f"zero-code .pth: {', '.join(data['activation']['pth_files']) or 'not installed'}")

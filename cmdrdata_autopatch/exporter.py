@@ -22,16 +22,22 @@ never raise (`recorder.py`). Here:
 - `jsonl` (the default without a key): append to `CMDRDATA_JSONL_PATH` (default `./cmdrdata-usage.jsonl`),
   say so once on stderr at the first event, and print a one-line usage summary at exit.
 - `console`: one readable line per event on stderr. `memory`: `MemoryExporter`. `none`: `NullExporter`.
+- `otlp`: `otlp.OtlpExporter` (the `otlp` extra): one OpenTelemetry log record per event, over OTLP to the
+  Collector named by the standard `OTEL_EXPORTER_OTLP_*` variables (docs/otlp.md).
+- a comma list (`http,otlp`): `FanOutRecorder` records each event into every one of them.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Optional
+import time
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
+from . import _process
 from .config import Settings
+from .diagnostics import report_internal_error
 from .pipeline import DeliveryPipeline
-from .recorder import Recorder, RecorderBase
+from .recorder import Recorder, RecorderBase, call_optional
 from .retry import Backoff
 from .transports import ConsoleTransport, JsonlTransport
 
@@ -39,6 +45,15 @@ if TYPE_CHECKING:  # spool.py is imported by make_spool() only: the local export
     from .spool import Spool
 
 BackgroundExporter = DeliveryPipeline  # the first release's name, kept for callers and tests
+
+
+@runtime_checkable
+class OtlpLike(Protocol):
+    """An exporter whose exit drain takes the fan-out's remaining budget (`OtlpExporter`)."""
+
+    def begin_exit(self) -> None: ...
+
+    def exit_drain(self, budget: Optional[float] = None) -> None: ...
 
 
 class MemoryExporter(RecorderBase):
@@ -93,12 +108,87 @@ def make_spool(settings: Settings, partition_key: Optional[str] = None) -> Optio
     return Spool(os.path.join(os.path.expanduser(root), name), fsync=settings.spool_fsync)
 
 
+class FanOutRecorder(RecorderBase):
+    """Records each event into several exporters (`CMDRDATA_EXPORTER=http,otlp`).
+
+    Each exporter's failure is its own: a `record` that raises is counted under `fanout_errors` and the
+    others still get the event. The exporters are built without their own exit hook; this one registers
+    once with `_process.py` and drains them all within one exit budget: exporters that can start early
+    (`begin_exit`) are woken first, so they export while the others drain, and get what is left of it.
+
+    `stats()` keeps the first exporter's counters at the top level (so code reading `stats()["delivered"]`
+    still works, the accounting law included) and every exporter's under `exporters[name]`.
+    """
+
+    def __init__(self, members: list[tuple[str, Any]], exit_timeout: float = 2.0) -> None:
+        self.members = members
+        self.exit_timeout = exit_timeout
+        self._errors: dict[str, int] = {name: 0 for name, _ in members}
+        _process.register(self)
+
+    def record(self, event: Any) -> bool:
+        accepted = False
+        for name, member in self.members:
+            try:
+                accepted = bool(member.record(event)) or accepted
+            except Exception as exc:
+                self._errors[name] += 1
+                report_internal_error(f"exporter.record ({name})", exc)
+        return accepted
+
+    def _each(self, method: str, *args: Any) -> list[Any]:
+        return [call_optional(member, method, *args) for _, member in self.members]
+
+    def flush(self, timeout: Optional[float] = None) -> tuple[int, int]:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        done, pending = 0, 0
+        for _, member in self.members:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = call_optional(member, "flush", left)
+            if isinstance(result, tuple) and len(result) == 2:
+                done, pending = done + result[0], pending + max(0, result[1])
+        return (done, pending)
+
+    def shutdown(self, timeout: Optional[float] = None) -> tuple[int, int]:
+        return self.flush(self.exit_timeout if timeout is None else timeout)
+
+    def exit_drain(self) -> None:
+        """The others drain first (each within its own `exit_timeout`, which is ours too) while the
+        OTLP exporters, woken first, already export; these then get what is left of the budget."""
+        deadline = time.monotonic() + self.exit_timeout
+        self._each("begin_exit")
+        late = [member for _, member in self.members if isinstance(member, OtlpLike)]
+        for _, member in self.members:
+            if not isinstance(member, OtlpLike):
+                call_optional(member, "exit_drain")
+        for member in late:
+            call_optional(member, "exit_drain", max(0.0, deadline - time.monotonic()))
+
+    def after_fork_child(self) -> None:
+        self._each("after_fork_child")
+
+    def stats(self) -> dict[str, Any]:
+        parts = {name: call_optional(member, "stats") or {} for name, member in self.members}
+        out: dict[str, Any] = dict(parts[self.members[0][0]])
+        out["exporters"] = parts
+        out["fanout_errors"] = dict(self._errors)
+        return out
+
+
 def build_exporter(settings: Settings, *, http_timeout: Optional[float] = None) -> Any:
     """The recorder for `settings.exporter` (see the module docstring for the defaults).
 
     `http_timeout` (a drop-in client's tracker with its own timeout) bounds each POST's read time.
     """
-    name = settings.exporter
+    names = settings.exporters
+    if len(names) == 1:
+        return _build_one(names[0], settings, http_timeout, register_exit=True)
+    members = [(name, _build_one(name, settings, http_timeout, register_exit=False)) for name in names]
+    return FanOutRecorder(members, exit_timeout=settings.exit_timeout)
+
+
+def _build_one(name: str, settings: Settings, http_timeout: Optional[float], register_exit: bool) -> Any:
+    """One exporter; `register_exit=False` when a fan-out drains it at exit."""
     if name == "memory":
         return MemoryExporter()
     if name == "none":
@@ -107,7 +197,12 @@ def build_exporter(settings: Settings, *, http_timeout: Optional[float] = None) 
         "queue_size": settings.queue_size,
         "flush_interval": settings.flush_interval,
         "exit_timeout": settings.exit_timeout,
+        "register_exit": register_exit,
     }
+    if name == "otlp":
+        from .otlp import OtlpExporter
+
+        return OtlpExporter(metrics=settings.otlp_metrics, **common)
     if name == "http":
         if not settings.api_key:
             raise ValueError("the http exporter needs a CmdrData API key (CMDRDATA_API_KEY)")
@@ -144,6 +239,7 @@ __all__ = [
     "BackgroundExporter",
     "Backoff",
     "DeliveryPipeline",
+    "FanOutRecorder",
     "MemoryExporter",
     "NullExporter",
     "Recorder",

@@ -17,6 +17,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ EXIT_AUTH = 3
 
 def spool_directory(settings: Settings) -> Optional[str]:
     """The spool partition the http exporter uses with these settings, or None when it has none."""
-    if settings.exporter != "http" or not settings.api_key:
+    if "http" not in settings.exporters or not settings.api_key:  # (`http,otlp` has the http spool too)
         return None
     from .exporter import make_spool
 
@@ -118,7 +119,7 @@ def replay_main(argv: Sequence[str], prog: str = "cmdrdata-autopatch replay") ->
 def _deliver(settings: Settings, timeout: float) -> dict[str, Any]:
     from .exporter import build_exporter
 
-    pipeline = build_exporter(settings)
+    pipeline = build_exporter(dataclasses.replace(settings, exporter="http"))  # only http has a spool
     try:
         result: dict[str, Any] = pipeline.replay_spool(timeout)
     finally:
