@@ -90,7 +90,10 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--api-key", dest="api_key", help="CmdrData API key (CMDRDATA_API_KEY)")
     parser.add_argument("--endpoint", help="CmdrData events endpoint (CMDRDATA_ENDPOINT)")
     parser.add_argument("--customer-id", dest="customer_id", help="default customer (CMDRDATA_CUSTOMER_ID)")
-    parser.add_argument("--exporter", help="http | jsonl | console | memory | none (CMDRDATA_EXPORTER)")
+    parser.add_argument(
+        "--exporter",
+        help="http | jsonl | console | otlp | memory | none, or a list: http,otlp (CMDRDATA_EXPORTER)",
+    )
     parser.add_argument("--jsonl-path", dest="jsonl_path", help="local usage file (CMDRDATA_JSONL_PATH)")
     parser.add_argument(
         "--info", action="store_true", help="print the resolved configuration (key masked) and exit"

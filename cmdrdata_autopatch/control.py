@@ -51,7 +51,8 @@ def _recorder_for(exporter: Any, settings: Settings) -> Any:
         if not isinstance(exporter, Recorder):
             raise TypeError(
                 f"patch(exporter={exporter!r}): expected an exporter name "
-                "('http', 'jsonl', 'console', 'memory', 'none') or an object with a record(event) method"
+                "('http', 'jsonl', 'console', 'otlp', 'memory', 'none', or a comma list such as 'http,otlp') "
+                "or an object with a record(event) method"
             )
         return exporter
     return build_recorder(settings)
@@ -80,7 +81,8 @@ def warn_notes(notes: Any) -> None:
 def patch(exporter: Any = None, **settings: Any) -> None:
     """Track every OpenAI call in this process. Safe to call before or after `import openai`, and twice.
 
-    `exporter` is a name (`http`, `jsonl`, `console`, `memory`, `none`) or any object with `record(event)`.
+    `exporter` is a name (`http`, `jsonl`, `console`, `otlp`, `memory`, `none`), a comma list of names
+    (`http,otlp`: every event to each), or any object with `record(event)`.
     Other keywords (`api_key`, `endpoint`, `customer_id`, `jsonl_path`, `spool_dir`, `queue_size`,
     `flush_interval`, `exit_timeout`, `stream_usage`, `stream_usage_hosts`, `log_level`, `service`,
     `environment`, ...) override the `CMDRDATA_*` environment. A bad keyword, or a bad environment value of
