@@ -83,3 +83,81 @@ def test_stream_response_id_untracked_records_nothing(
         for _ in stream:
             pass
     assert memory.wire() == []
+
+
+# --- 2. a background create records no usage of its own, on every path ------------------------------
+
+
+@pytest.mark.skipif(not HAS_BACKGROUND, reason="background responses need openai>=1.80")
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("mode", ["raw", "streaming"])
+def test_background_create_through_raw_responses_records_nothing_until_finished(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool, mode: str
+) -> None:
+    fake.overrides["/responses"] = reply(background_response("queued"))
+    done = background_response("completed", BG_USAGE)
+    fake.overrides[f"/v1/responses/{BG_ID}"] = reply(done)
+    kwargs = {"model": "gpt-4.1", "input": "long job", "background": True, "customer_id": "acme"}
+
+    def sync_calls(client: Any) -> None:
+        if mode == "raw":
+            created = client.responses.with_raw_response.create(**kwargs).parse()
+        else:
+            with client.responses.with_streaming_response.create(**kwargs) as raw:
+                created = raw.parse()
+        assert created.id == BG_ID and created.status == "queued"
+        assert memory.wire() == []  # no input estimate
+        assert cmdrdata.stats()["objects"]["background_pending"] == 1
+        with cmdrdata.customer("poller"):
+            client.responses.retrieve(BG_ID)
+
+    async def async_calls(client: Any) -> None:
+        if mode == "raw":
+            created = (await client.responses.with_raw_response.create(**kwargs)).parse()  # sync parse
+        else:
+            async with client.responses.with_streaming_response.create(**kwargs) as raw:
+                created = await raw.parse()
+        assert created.id == BG_ID
+        assert memory.wire() == []
+        with cmdrdata.customer("poller"):
+            await client.responses.retrieve(BG_ID)
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    assert event["customer_id"] == "acme"  # remembered from the raw create
+    assert event["event_id"] == _derived("responses", BG_ID)
+    assert (event["input_tokens"], event["output_tokens"]) == (1000, 20000)
+    assert cmdrdata.stats()["objects"]["background_pending"] == 0
+
+
+@pytest.mark.skipif(not HAS_BACKGROUND, reason="background responses need openai>=1.80")
+def test_background_raw_create_never_parsed_records_nothing(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    import gc
+
+    fake.overrides["/responses"] = reply(background_response("queued"))
+    raw = fake.client().responses.with_raw_response.create(model="gpt-4.1", input="x", background=True)
+    assert raw.http_response.status_code == 200
+    del raw
+    gc.collect()
+    assert memory.wire() == []
+
+
+@pytest.mark.skipif(not HAS_BACKGROUND, reason="background responses need openai>=1.80")
+def test_background_raw_create_streamed_is_billed_as_its_object(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    done = background_response("completed", BG_USAGE)
+    fake.overrides["/responses"] = reply(terminal_events(done), stream=True)
+    client = fake.client()
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4.1", input="x", background=True, stream=True, customer_id="streamer"
+    )
+    list(raw.parse())
+    fake.overrides[f"/v1/responses/{BG_ID}"] = reply(done)
+    client.responses.retrieve(BG_ID)  # the same object: not billed again
+    (event,) = memory.wire()
+    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["customer_id"] == "streamer"
+    assert event["output_tokens"] == 20000
