@@ -14,10 +14,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .derived import SessionEvent, derived_event_id, first_time
-from .diagnostics import report_internal_error
 from .events import UsageEvent
 from .recorder import emit
 from .resolve import cached_provider_of, fill_from_result
@@ -131,8 +130,9 @@ def _has_usage(obj: Any) -> bool:
     return usage is not None
 
 
-def bill_object(read: _Read, obj: Any) -> None:
-    """Bill one object if it is terminal and billable here; at most once per process (and per API)."""
+def bill_object(read: _Read, obj: Any, streaming: bool = False) -> None:
+    """Bill one object if it is terminal and billable here; at most once per process (and per API).
+    `streaming`: the object was read from a stream's event (an assistants run stream)."""
     object_id = get(obj, "id")
     if not isinstance(object_id, str) or not object_id or not _is_terminal(read.reads, obj):
         return
@@ -145,7 +145,7 @@ def bill_object(read: _Read, obj: Any) -> None:
         return
     customer, metadata = _payer(read, object_id, obj)
     latency = time.perf_counter() - read.start_perf
-    event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, False, None)
+    event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, streaming, None)
     event.provider = cached_provider_of(read.client)
     fill_from_result(event, "text", {}, obj)
     if read.reads == "batch":
@@ -174,16 +174,17 @@ def _trained(event: UsageEvent, job: Any) -> bool:
     return True
 
 
-def _watch_parse(read: _Read, raw: Any) -> None:
-    """A raw response (`with_raw_response.retrieve`, which `runs.poll` uses): bill what `parse()` gives."""
+def _watch_parse(raw: Any, after: Callable[[Any], Any]) -> None:
+    """A raw response (`with_raw_response.retrieve`, which `runs.poll` uses): what `parse()` gives goes
+    through `after` (which bills it, or wraps a stream it returned, and never raises)."""
     parse = raw.parse
+    last: list[Any] = []  # [parsed, what the caller got]: the SDK caches parse(), so must we
 
     def bill(obj: Any) -> Any:
-        try:
-            bill_object(read, obj)
-        except Exception as exc:
-            report_internal_error("object usage", exc)
-        return obj
+        if last and last[0] is obj:
+            return last[1]
+        last[:] = [obj, after(obj)]
+        return last[1]
 
     if inspect.iscoroutinefunction(parse):
 

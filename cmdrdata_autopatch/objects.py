@@ -50,6 +50,7 @@ from .object_billing import (
     as_object_event,
     bill_object,
 )
+from .object_streams import run_stream, watch_manager
 from .resolve import cached_provider_of
 from .runtime import Runtime
 from .streams import AsyncStreamProxy, StreamCapture, StreamProxy, _Proxy
@@ -75,7 +76,13 @@ def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any) -> None
 def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
     """What the caller gets for `result`, with the object remembered or billed; never raises."""
     try:
-        if target.role == "create":
+        if isinstance(result, rt.raw_types):
+            _watch_parse(result, lambda parsed: _after(rt, target, read, parsed))
+        elif isinstance(result, rt.stream_types + rt.async_stream_types):
+            return run_stream(rt, read, result) if read.reads == "run" else _stream(rt, read, result)
+        elif target.role == "manager":  # a run-stream helper: the request is sent when it is entered
+            watch_manager(rt, read, result)
+        elif target.role == "create":
             object_id = get(result, "id")
             if isinstance(object_id, str) and object_id:
                 MEMORY.remember(object_id, read.customer, read.metadata, pending=False)
@@ -84,10 +91,6 @@ def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
             data = get(result, "data")
             for item in data if isinstance(data, list) else ():
                 bill_object(read, item)
-        elif isinstance(result, rt.stream_types + rt.async_stream_types):
-            return _stream(rt, read, result)
-        elif isinstance(result, rt.raw_types):
-            _watch_parse(read, result)
         else:
             bill_object(read, result)
     except Exception as exc:
@@ -182,6 +185,8 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
             result = wrapped(*args, **kwargs)  # a coroutine (nothing sent yet), or a lazy paginator
         finally:
             inside_call.reset(token)
+        if read is not None and target.role == "manager":  # a run-stream manager, returned unawaited
+            return _after(rt, target, read, result)
         if read is None or not hasattr(result, "__await__"):
             return result
         if hasattr(result, "__aiter__"):  # `list()`: a paginator, awaited for its first page or iterated

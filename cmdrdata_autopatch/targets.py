@@ -58,7 +58,8 @@ class Target:
     # kind="object" (objects.py): the method returns a server-side object whose usage is billed once,
     # when it is terminal. `reads` names the object ("response", "batch") and so the extractor;
     # `role` says what the call does with it: "create" (remember the customer by the object's id, bill
-    # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page)
+    # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page),
+    # "manager" (a stream helper returning a manager: the stream it opens is billed from its events)
     reads: Optional[str] = None
     role: str = "read"
 
@@ -91,6 +92,7 @@ R = "openai.resources."
 C = "chat.completions"
 CANCEL_FIRST = "1.81.0"  # `Responses.cancel`
 BATCH_LIST_FIRST = "1.22.0"  # `Batches.list`
+RUN_STREAM_FIRST = "1.14.0"  # assistants run streams and their helpers
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -229,6 +231,20 @@ TARGETS: tuple[Target, ...] = (
         R + "batches", "Batches.list", "batches", BATCH_LIST_FIRST, kind="object", reads="batch", role="list"
     ),
     Target(R + "beta.threads.runs", "Runs.retrieve", "assistants.runs", "1.1.0", kind="object", reads="run"),
+    # assistants runs created or continued here: a queued run is remembered (who pays); a streamed one
+    # (`stream=True`, or a helper's manager: role "manager") is billed from its terminal run event
+    *(
+        Target(R + module, attr, "assistants.runs", first, kind="object", reads="run", role=role)
+        for module, attr, first, role in (
+            ("beta.threads.runs", "Runs.create", "1.1.0", "create"),
+            ("beta.threads.runs", "Runs.submit_tool_outputs", "1.1.0", "read"),
+            ("beta.threads", "Threads.create_and_run", "1.1.0", "create"),
+            ("beta.threads.runs", "Runs.create_and_stream", RUN_STREAM_FIRST, "manager"),
+            ("beta.threads.runs", "Runs.submit_tool_outputs_stream", RUN_STREAM_FIRST, "manager"),
+            ("beta.threads", "Threads.create_and_run_stream", RUN_STREAM_FIRST, "manager"),
+            ("beta.threads.runs", "Runs.stream", "1.16.0", "manager"),
+        )
+    ),
     Target(R + "fine_tuning.jobs", "Jobs.retrieve", "fine_tuning.jobs", "1.0.0", kind="object", reads="job"),
     Target(
         R + "fine_tuning.jobs",

@@ -5,6 +5,7 @@ and agent turns. Real SDK through mock transports, sync and async, stream and no
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -15,7 +16,16 @@ from cmdrdata_autopatch.derived import derived_event_id, forget_recent
 from cmdrdata_autopatch.object_billing import MEMORY
 
 from .fake_openai import OPENAI_VERSION, FakeOpenAI
-from .test_objects import BG_ID, BG_USAGE, background_response, reply, terminal_events
+from .test_objects import (
+    BG_ID,
+    BG_USAGE,
+    HAS_RUN_USAGE,
+    RUN_USAGE,
+    background_response,
+    reply,
+    run_object,
+    terminal_events,
+)
 
 HAS_RETRIEVE_STREAM = OPENAI_VERSION >= (1, 82, 0)
 HAS_BACKGROUND = OPENAI_VERSION >= (1, 80, 0)
@@ -161,3 +171,237 @@ def test_background_raw_create_streamed_is_billed_as_its_object(
     assert event["event_id"] == _derived("responses", BG_ID)
     assert event["customer_id"] == "streamer"
     assert event["output_tokens"] == 20000
+
+
+# --- 3. assistants run streams ------------------------------------------------------------------------
+
+HAS_RUN_STREAM = OPENAI_VERSION >= (1, 14, 0)
+HAS_RUNS_STREAM_HELPER = OPENAI_VERSION >= (1, 16, 0)
+RUNS = "/v1/threads/thread_1/runs"
+
+
+def run_sse(*events: tuple[str, dict[str, Any]]) -> Callable[..., Any]:
+    """An assistants SSE stream: the event name is the SSE `event:` line, the object its data."""
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+    payload = (body + "event: done\ndata: [DONE]\n\n").encode()
+
+    def answer(method: str, path: str, headers: dict[str, str], raw: bytes) -> Any:
+        return 200, {"content-type": "text/event-stream", "x-request-id": "req_run"}, payload
+
+    return answer
+
+
+def message(status: str = "in_progress") -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "object": "thread.message",
+        "created_at": 1700000000,
+        "thread_id": "thread_1",
+        "role": "assistant",
+        "content": [],
+        "assistant_id": "asst_1",
+        "run_id": "run_1",
+        "attachments": [],
+        "file_ids": [],
+        "metadata": {},
+        "status": status,
+    }
+
+
+def message_delta() -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "object": "thread.message.delta",
+        "delta": {"content": [{"index": 0, "type": "text", "text": {"value": "hi", "annotations": []}}]},
+    }
+
+
+def full_run_stream(final: str = "completed", usage: Any = RUN_USAGE) -> Callable[..., Any]:
+    return run_sse(
+        ("thread.run.created", run_object("queued")),
+        ("thread.run.in_progress", run_object("in_progress")),
+        ("thread.message.created", message()),
+        ("thread.message.delta", message_delta()),
+        (f"thread.run.{final}", run_object(final, usage)),
+    )
+
+
+def _check_run_event(event: dict[str, Any], customer: str, streaming: bool = True) -> None:
+    assert event["api"] == "assistants.runs"
+    assert event["source_id"] == "run_1"
+    assert event["event_id"] == _derived("assistants.runs", "run_1")
+    assert event["customer_id"] == customer
+    assert event["streaming"] is streaming
+    assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (400, 60, 460)
+    assert event["model"] == "gpt-4o-2024-08-06"
+    assert event["usage_source"] == "reported"
+
+
+@pytest.mark.skipif(not HAS_RUNS_STREAM_HELPER, reason="runs.stream needs openai>=1.16")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_runs_stream_helper_bills_the_run_once_then_polls_bill_nothing(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[RUNS] = full_run_stream()
+    fake.overrides[f"{RUNS}/run_1"] = reply(run_object("completed", RUN_USAGE))
+    args = {"thread_id": "thread_1", "assistant_id": "asst_1", "customer_id": "acme"}
+
+    def sync_calls(client: Any) -> None:
+        with client.beta.threads.runs.stream(**args) as stream:
+            stream.until_done()
+            assert stream.current_run.status == "completed"
+        assert len(memory.wire()) == 1  # billed when the terminal event went by
+        with cmdrdata.customer("poller"):
+            for _ in range(3):
+                client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+
+    async def async_calls(client: Any) -> None:
+        async with client.beta.threads.runs.stream(**args) as stream:
+            await stream.until_done()
+            assert stream.current_run.status == "completed"
+        assert len(memory.wire()) == 1
+        with cmdrdata.customer("poller"):
+            for _ in range(3):
+                await client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    _check_run_event(event, "acme")
+    assert "customer_id" not in fake.requests[0].json()  # our keyword never reaches OpenAI
+
+
+@pytest.mark.skipif(not HAS_RUN_STREAM, reason="run streams need openai>=1.14")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_runs_create_stream_plain_iteration_bills_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[RUNS] = full_run_stream()
+
+    def sync_calls(client: Any) -> list[str]:
+        with cmdrdata.customer("iter"):
+            stream = client.beta.threads.runs.create(thread_id="thread_1", assistant_id="asst_1", stream=True)
+        return [e.event for e in stream]
+
+    async def async_calls(client: Any) -> list[str]:
+        with cmdrdata.customer("iter"):
+            stream = await client.beta.threads.runs.create(
+                thread_id="thread_1", assistant_id="asst_1", stream=True
+            )
+        return [e.event async for e in stream]
+
+    names = run(use_async, fake, async_calls if use_async else sync_calls)
+    assert names == [  # the caller sees every event, unchanged
+        "thread.run.created",
+        "thread.run.in_progress",
+        "thread.message.created",
+        "thread.message.delta",
+        "thread.run.completed",
+    ]
+    (event,) = memory.wire()
+    _check_run_event(event, "iter")
+
+
+@pytest.mark.skipif(not HAS_RUN_STREAM, reason="run streams need openai>=1.14")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_tool_outputs_stream_finishes_the_run_billed_to_its_creator(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    """The first stream stops at requires_action (nothing billed); the one that finishes the run bills it,
+    to the customer who created it."""
+    fake.overrides["/v1/threads/runs"] = run_sse(
+        ("thread.run.created", run_object("queued")),
+        ("thread.run.requires_action", run_object("requires_action")),
+    )
+    fake.overrides[f"{RUNS}/run_1/submit_tool_outputs"] = run_sse(
+        ("thread.run.in_progress", run_object("in_progress")),
+        ("thread.message.created", message()),
+        ("thread.message.delta", message_delta()),
+        ("thread.run.completed", run_object("completed", RUN_USAGE)),
+    )
+    outputs = {"tool_outputs": [{"tool_call_id": "call_1", "output": "42"}]}
+    ids = {"run_id": "run_1", "thread_id": "thread_1"}
+
+    def sync_calls(client: Any) -> None:
+        threads = client.beta.threads
+        with cmdrdata.customer("creator"), threads.create_and_run_stream(assistant_id="asst_1") as stream:
+            stream.until_done()
+        assert memory.wire() == []
+        runs = client.beta.threads.runs
+        with cmdrdata.customer("submitter"), runs.submit_tool_outputs_stream(**outputs, **ids) as stream:
+            stream.until_done()
+
+    async def async_calls(client: Any) -> None:
+        with cmdrdata.customer("creator"):
+            async with client.beta.threads.create_and_run_stream(assistant_id="asst_1") as stream:
+                await stream.until_done()
+        assert memory.wire() == []
+        with cmdrdata.customer("submitter"):
+            async with client.beta.threads.runs.submit_tool_outputs_stream(**outputs, **ids) as stream:
+                await stream.until_done()
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    _check_run_event(event, "creator")
+
+
+@pytest.mark.skipif(not HAS_RUN_STREAM, reason="run streams need openai>=1.14")
+@pytest.mark.parametrize("final", ["failed", "expired", "incomplete"])
+def test_run_stream_bills_a_run_that_ends_otherwise(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, final: str
+) -> None:
+    fake.overrides[RUNS] = full_run_stream(final)
+    client = fake.client()
+    with client.beta.threads.runs.create_and_stream(thread_id="thread_1", assistant_id="asst_1") as stream:
+        stream.until_done()
+    events = memory.wire()
+    (event,) = events
+    _check_run_event(event, None)  # type: ignore[arg-type]
+    assert event["error_occurred"] is (final == "failed")
+
+
+@pytest.mark.skipif(not HAS_RUN_STREAM, reason="run streams need openai>=1.14")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_run_stream_through_raw_response_bills_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[RUNS] = full_run_stream()
+    args = {"thread_id": "thread_1", "assistant_id": "asst_1", "stream": True, "customer_id": "raw"}
+
+    def sync_calls(client: Any) -> None:
+        raw = client.beta.threads.runs.with_raw_response.create(**args)
+        assert raw.parse() is raw.parse()  # the SDK caches parse(): so does the proxy
+        list(raw.parse())
+
+    async def async_calls(client: Any) -> None:
+        raw = await client.beta.threads.runs.with_raw_response.create(**args)
+        async for _ in raw.parse():
+            pass
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    _check_run_event(event, "raw")
+
+
+@pytest.mark.skipif(not HAS_RUN_USAGE, reason="Run.usage needs openai>=1.9")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_run_created_here_is_billed_to_its_creator_when_polled(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[RUNS] = reply(run_object("queued"))
+    fake.overrides[f"{RUNS}/run_1"] = reply(run_object("completed", RUN_USAGE))
+
+    def sync_calls(client: Any) -> None:
+        client.beta.threads.runs.create(thread_id="thread_1", assistant_id="asst_1", customer_id="maker")
+        with cmdrdata.customer("poller"):
+            client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+
+    async def async_calls(client: Any) -> None:
+        await client.beta.threads.runs.create(
+            thread_id="thread_1", assistant_id="asst_1", customer_id="maker"
+        )
+        with cmdrdata.customer("poller"):
+            await client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    _check_run_event(event, "maker", streaming=False)
