@@ -5,10 +5,11 @@ background=True)` answers at once with a queued response and no usage), a batch 
 when it completes). The call that creates such an object bills nothing (an estimate there would bill the
 work twice); the usage is read from the object itself when a later call returns it terminal:
 `responses.retrieve` (also with `stream=True`, which is what `responses.stream(response_id=)` does),
-`responses.cancel`, `batches.retrieve`, `batches.list` (the page returned; later pages are not fetched by
-us), assistants `runs.retrieve` (also through `with_raw_response`, which `runs.poll` and `create_and_poll`
-use), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`). The table rows say which
-method returns which object (`kind="object"`, `reads`, `role`).
+`responses.cancel`, `batches.retrieve`, `batches.list` (every page: the one returned, and the later ones
+as iteration or `get_next_page()` fetches them: object_pages.py), assistants `runs.retrieve` (also
+through `with_raw_response`, which `runs.poll` and `create_and_poll` use) and the run streams
+(object_streams.py), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`). The table
+rows say which method returns which object (`kind="object"`, `reads`, `role`).
 
 Exactly once: the event's id is derived from the object id (derived.py), so a second poll, a second
 process, or a replay produces the same id, and the CmdrData API deduplicates it; `first_time()` spares the
@@ -50,10 +51,11 @@ from .object_billing import (
     as_object_event,
     bill_object,
 )
+from .object_pages import AwaitedPages, BilledPage, page_biller
 from .object_streams import run_stream, watch_manager
 from .resolve import cached_provider_of
 from .runtime import Runtime
-from .streams import AsyncStreamProxy, StreamCapture, StreamProxy, _Proxy
+from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
 from .targets import Target
 from .usage import get
 from .wrappers import inside_call
@@ -87,10 +89,10 @@ def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
             if isinstance(object_id, str) and object_id:
                 MEMORY.remember(object_id, read.customer, read.metadata, pending=False)
             bill_object(read, result)
-        elif target.role == "list":
-            data = get(result, "data")
-            for item in data if isinstance(data, list) else ():
-                bill_object(read, item)
+        elif target.role == "list":  # a page: billed now, and its later pages as they are fetched
+            bill = page_biller(read)
+            bill(result)
+            return BilledPage(result, bill)
         else:
             bill_object(read, result)
     except Exception as exc:
@@ -129,26 +131,6 @@ def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -
     except Exception as exc:
         report_internal_error("object call setup", exc)
         return None
-
-
-class _AwaitedPage(_Proxy):
-    """An async `list()` paginator that bills the page it yields when awaited. Iterating it (`async for`)
-    fetches pages through the SDK's own client, which bills nothing here: as with the sync page, only the
-    page `list()` returns is read."""
-
-    def __init__(self, wrapped: Any, after: Callable[[Any], Any]) -> None:
-        super().__init__(wrapped)
-        self._self_after = after
-
-    def __await__(self) -> Any:
-        return self._self_page().__await__()
-
-    async def _self_page(self) -> Any:
-        page = await self.__wrapped__
-        return self._self_after(page)
-
-    def __aiter__(self) -> Any:
-        return self.__wrapped__.__aiter__()
 
 
 def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
@@ -190,7 +172,7 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
         if read is None or not hasattr(result, "__await__"):
             return result
         if hasattr(result, "__aiter__"):  # `list()`: a paginator, awaited for its first page or iterated
-            return _AwaitedPage(result, lambda page: _after(rt, target, read, page))
+            return AwaitedPages(result, page_biller(read))
         return _observed(read, result)
 
     return sync_wrapper, async_wrapper

@@ -17,11 +17,13 @@ from cmdrdata_autopatch.object_billing import MEMORY
 
 from .fake_openai import OPENAI_VERSION, FakeOpenAI
 from .test_objects import (
+    BATCH_USAGE,
     BG_ID,
     BG_USAGE,
     HAS_RUN_USAGE,
     RUN_USAGE,
     background_response,
+    batch,
     reply,
     run_object,
     terminal_events,
@@ -405,3 +407,97 @@ def test_run_created_here_is_billed_to_its_creator_when_polled(
     run(use_async, fake, async_calls if use_async else sync_calls)
     (event,) = memory.wire()
     _check_run_event(event, "maker", streaming=False)
+
+
+# --- 4. batches.list beyond the first page ------------------------------------------------------------
+
+
+def paged(*pages: list[dict[str, Any]]) -> Callable[..., Any]:
+    """Serves the pages in order, then empty pages (old SDKs page on `after=` until a page is empty)."""
+    served = iter(pages)
+
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        data = next(served, [])
+        more = bool(data) and data is not pages[-1]
+        page = {"object": "list", "data": data, "has_more": more}
+        if data:
+            page.update(first_id=data[0]["id"], last_id=data[-1]["id"])
+        return 200, JSON_HEADERS, json.dumps(page).encode()
+
+    return answer
+
+
+JSON_HEADERS = {"content-type": "application/json", "x-request-id": "req_list"}
+
+
+def three_pages() -> Callable[..., Any]:
+    return paged(
+        [batch("completed", BATCH_USAGE, "batch_a"), batch("in_progress", None, "batch_b")],
+        [batch("completed", BATCH_USAGE, "batch_c"), batch("failed", BATCH_USAGE, "batch_d")],
+        [batch("completed", BATCH_USAGE, "batch_e")],
+    )
+
+
+ALL_IDS = ["batch_a", "batch_b", "batch_c", "batch_d", "batch_e"]
+
+
+@pytest.mark.skipif(OPENAI_VERSION < (1, 22, 0), reason="batches.list needs openai>=1.22")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_batch_list_auto_pagination_bills_every_terminal_batch_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides["/v1/batches"] = three_pages()
+
+    def sync_calls(client: Any) -> list[str]:
+        with cmdrdata.customer("lister"):
+            return [b.id for b in client.batches.list(limit=2)]
+
+    async def async_calls(client: Any) -> list[str]:
+        with cmdrdata.customer("lister"):
+            return [b.id async for b in client.batches.list(limit=2)]
+
+    assert run(use_async, fake, async_calls if use_async else sync_calls) == ALL_IDS
+    events = memory.wire()
+    assert sorted(e["source_id"] for e in events) == ["batch_a", "batch_c", "batch_d", "batch_e"]
+    assert {e["customer_id"] for e in events} == {"lister"}
+    assert {e["service_tier"] for e in events} == {"batch"}
+    billed = ["batch_a", "batch_c", "batch_d", "batch_e"]
+    assert {e["event_id"] for e in events} == {_derived("batches", b) for b in billed}
+
+
+@pytest.mark.skipif(OPENAI_VERSION < (1, 22, 0), reason="batches.list needs openai>=1.22")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_batch_list_get_next_page_and_iter_pages_bill_each_page(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides["/v1/batches"] = three_pages()
+
+    def sync_calls(client: Any) -> list[list[str]]:
+        first = client.batches.list(limit=2)
+        assert isinstance(first, type(first.__wrapped__))  # the page, to the caller
+        assert [e["source_id"] for e in memory.wire()] == ["batch_a"]  # the first page: billed at once
+        second = first.get_next_page()
+        assert sorted(e["source_id"] for e in memory.wire()) == ["batch_a", "batch_c", "batch_d"]
+        pages = [[b.id for b in first.data], [b.id for b in second.data]]
+        for page in second.iter_pages():  # from the second page on: the third is fetched here
+            pages.append([b.id for b in page.data])
+        return pages
+
+    async def async_calls(client: Any) -> list[list[str]]:
+        first = await client.batches.list(limit=2)
+        assert [e["source_id"] for e in memory.wire()] == ["batch_a"]
+        second = await first.get_next_page()
+        assert sorted(e["source_id"] for e in memory.wire()) == ["batch_a", "batch_c", "batch_d"]
+        pages = [[b.id for b in first.data], [b.id for b in second.data]]
+        async for page in second.iter_pages():
+            pages.append([b.id for b in page.data])
+        return pages
+
+    pages = run(use_async, fake, async_calls if use_async else sync_calls)
+    assert [b for p in pages[:2] + pages[3:4] for b in p] == ALL_IDS  # (page 2 again from iter_pages)
+    events = memory.wire()
+    assert sorted(e["source_id"] for e in events) == ["batch_a", "batch_c", "batch_d", "batch_e"]
+    # listing all of them again bills nothing more
+    fake.overrides["/v1/batches"] = three_pages()
+    list(fake.client().batches.list(limit=2))
+    assert len(memory.wire()) == 4
