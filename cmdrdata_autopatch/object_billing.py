@@ -20,6 +20,7 @@ from .derived import SessionEvent, derived_event_id, first_time
 from .events import UsageEvent
 from .recorder import emit
 from .resolve import cached_provider_of, fill_from_result
+from .tool_units import count
 from .usage import get
 
 logger = logging.getLogger("cmdrdata_autopatch")
@@ -33,6 +34,7 @@ TERMINAL = {
     "batch": frozenset(("completed", "failed", "cancelled", "expired")),
     "run": frozenset(("completed", "failed", "cancelled", "expired", "incomplete")),
     "job": frozenset(("succeeded", "failed", "cancelled")),
+    "eval_run": frozenset(("completed", "failed", "canceled", "cancelled")),
 }
 
 
@@ -143,6 +145,9 @@ def bill_object(read: _Read, obj: Any, streaming: bool = False) -> None:
             MEMORY.count("batches_without_usage")
             logger.debug("cmdrdata-autopatch: batch %s is %s but reports no usage", object_id, obj.status)
         return
+    if read.reads == "eval_run":
+        _bill_per_model(read, obj, object_id)
+        return
     customer, metadata = _payer(read, object_id, obj)
     latency = time.perf_counter() - read.start_perf
     event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, streaming, None)
@@ -152,13 +157,55 @@ def bill_object(read: _Read, obj: Any, streaming: bool = False) -> None:
         event.service_tier = "batch"  # Batch API work is billed at the batch rate
     elif read.reads == "job" and not _trained(event, obj):
         return  # a job that trained nothing bills nothing
-    elif get(obj, "status") == "failed":
+    else:
+        _mark_failed(event, obj)
+    event.set_ids(derived_event_id(event.provider, read.api, object_id), object_id, event.service_tier)
+    _emit_once(read.recorder, event, object_id)
+
+
+def _mark_failed(event: UsageEvent, obj: Any) -> None:
+    if get(obj, "status") == "failed":
         event.error_occurred = True
         event.error_type = "response.failed"
         code = get(get(obj, "error"), "code")
         event.error_code = code if isinstance(code, str) else None
-    event.set_ids(derived_event_id(event.provider, read.api, object_id), object_id, event.service_tier)
-    _emit_once(read.recorder, event, object_id)
+
+
+def _model_usage(entry: Any) -> Optional[tuple[str, dict[str, Any]]]:
+    """(model, usage copy) of one `per_model_usage` entry of an evals run, or None. The entry names its
+    cached tokens at the top level: the copy also files them where every usage object has them."""
+    model = get(entry, "model_name") or get(entry, "run_model_name")  # renamed by the SDK, same wire name
+    if not isinstance(model, str) or not model:
+        return None
+    usage: dict[str, Any] = {"model_name": model}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "invocation_count"):
+        value = count(get(entry, name))
+        if value is not None:
+            usage[name] = value
+    if "prompt_tokens" not in usage and "completion_tokens" not in usage:
+        return None
+    usage["prompt_tokens_details"] = {"cached_tokens": usage.get("cached_tokens", 0)}
+    return model, usage
+
+
+def _bill_per_model(read: _Read, run: Any, object_id: str) -> None:
+    """An evals run: one event per model it used (`per_model_usage`), each with its own derived id
+    (run id + model), so a run that graded with two models bills two events, each once."""
+    entries = get(run, "per_model_usage")
+    customer, metadata = _payer(read, object_id, run)
+    latency = time.perf_counter() - read.start_perf
+    provider = cached_provider_of(read.client)
+    for entry in entries if isinstance(entries, list) else ():
+        found = _model_usage(entry)
+        if found is None:
+            continue
+        model, usage = found
+        event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, False, model)
+        event.provider = provider
+        event.usage_details = usage
+        _mark_failed(event, run)
+        event.set_ids(derived_event_id(provider, read.api, object_id, model), object_id, None)
+        _emit_once(read.recorder, event, object_id)
 
 
 def _trained(event: UsageEvent, job: Any) -> bool:

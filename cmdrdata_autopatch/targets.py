@@ -92,7 +92,8 @@ R = "openai.resources."
 C = "chat.completions"
 CANCEL_FIRST = "1.81.0"  # `Responses.cancel`
 BATCH_LIST_FIRST = "1.22.0"  # `Batches.list`
-RUN_STREAM_FIRST = "1.14.0"  # assistants run streams and their helpers
+RUN_STREAM_FIRST = "1.14.0"
+EVALS_FIRST = "1.72.0"  # `evals.runs`  # assistants run streams and their helpers
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -254,6 +255,20 @@ TARGETS: tuple[Target, ...] = (
         kind="object",
         reads="job",
         role="create",
+    ),
+    # evals runs: one event per model of a finished run (`per_model_usage`)
+    Target(
+        R + "evals.runs.runs", "Runs.retrieve", "evals.runs", EVALS_FIRST, kind="object", reads="eval_run"
+    ),
+    Target(R + "evals.runs.runs", "Runs.cancel", "evals.runs", EVALS_FIRST, kind="object", reads="eval_run"),
+    Target(
+        R + "evals.runs.runs",
+        "Runs.list",
+        "evals.runs",
+        EVALS_FIRST,
+        kind="object",
+        reads="eval_run",
+        role="list",
     ),
     # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
     Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),

@@ -501,3 +501,116 @@ def test_batch_list_get_next_page_and_iter_pages_bill_each_page(
     fake.overrides["/v1/batches"] = three_pages()
     list(fake.client().batches.list(limit=2))
     assert len(memory.wire()) == 4
+
+
+# --- 5. evals runs: one event per model -----------------------------------------------------------------
+
+HAS_EVALS = OPENAI_VERSION >= (1, 72, 0)
+EVAL_RUN = "/v1/evals/eval_1/runs/evalrun_1"
+
+
+def eval_run(status: str, rid: str = "evalrun_1") -> dict[str, Any]:
+    usage = [
+        {
+            "model_name": "gpt-4.1-mini",
+            "invocation_count": 20,
+            "prompt_tokens": 5000,
+            "completion_tokens": 800,
+            "total_tokens": 5800,
+            "cached_tokens": 1000,
+        },
+        {
+            "model_name": "o3",
+            "invocation_count": 20,
+            "prompt_tokens": 7000,
+            "completion_tokens": 2000,
+            "total_tokens": 9000,
+            "cached_tokens": 0,
+        },
+    ]
+    return {
+        "id": rid,
+        "object": "eval.run",
+        "created_at": 1700000000,
+        "eval_id": "eval_1",
+        "name": "nightly",
+        "model": "gpt-4.1-mini",
+        "status": status,
+        "data_source": {"type": "jsonl", "source": {"type": "file_id", "id": "file-1"}},
+        "error": {"code": "", "message": ""},
+        "metadata": {},
+        "report_url": "https://example.invalid/report",
+        "result_counts": {"errored": 0, "failed": 1, "passed": 19, "total": 20},
+        "per_model_usage": usage if status in ("completed", "failed", "canceled") else [],
+        "per_testing_criteria_results": [],
+    }
+
+
+def _check_eval_events(events: list[dict[str, Any]], customer: str, run_id: str = "evalrun_1") -> None:
+    by_model = {e["model"]: e for e in events}
+    assert sorted(by_model) == ["gpt-4.1-mini", "o3"] and len(events) == 2
+    mini, o3 = by_model["gpt-4.1-mini"], by_model["o3"]
+    assert (mini["input_tokens"], mini["output_tokens"], mini["total_tokens"]) == (5000, 800, 5800)
+    assert mini["cached_input_tokens"] == 1000
+    assert (o3["input_tokens"], o3["output_tokens"], o3["total_tokens"]) == (7000, 2000, 9000)
+    for e in events:
+        assert e["api"] == "evals.runs"
+        assert e["source_id"] == run_id
+        assert e["customer_id"] == customer
+        assert e["usage_source"] == "reported"
+        assert e["event_id"] == _derived("evals.runs", run_id, e["model"])
+
+
+@pytest.mark.skipif(not HAS_EVALS, reason="evals need openai>=1.72")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_eval_run_bills_one_event_per_model_once_terminal(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[EVAL_RUN] = reply(eval_run("in_progress"))
+
+    def sync_calls(client: Any) -> None:
+        client.evals.runs.retrieve("evalrun_1", eval_id="eval_1", customer_id="grader")
+        assert memory.wire() == []  # not finished: nothing
+        fake.overrides[EVAL_RUN] = reply(eval_run("completed"))
+        for _ in range(5):
+            client.evals.runs.retrieve("evalrun_1", eval_id="eval_1", customer_id="grader")
+
+    async def async_calls(client: Any) -> None:
+        await client.evals.runs.retrieve("evalrun_1", eval_id="eval_1", customer_id="grader")
+        assert memory.wire() == []
+        fake.overrides[EVAL_RUN] = reply(eval_run("completed"))
+        for _ in range(5):
+            await client.evals.runs.retrieve("evalrun_1", eval_id="eval_1", customer_id="grader")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    _check_eval_events(memory.wire(), "grader")
+
+
+@pytest.mark.skipif(not HAS_EVALS, reason="evals need openai>=1.72")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_eval_runs_list_pages_and_cancel_bill_each_run_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides["/v1/evals/eval_1/runs"] = paged(
+        [eval_run("completed", "evalrun_a"), eval_run("queued", "evalrun_b")],
+        [eval_run("completed", "evalrun_a")],  # the same run listed again: nothing more
+    )
+    canceled = reply(eval_run("canceled", "evalrun_b"))
+    fake.overrides["/v1/evals/eval_1/runs/evalrun_b"] = canceled  # the cancel path up to 3.x
+    fake.overrides["/v1/evals/eval_1/runs/evalrun_b/cancel"] = canceled
+
+    def sync_calls(client: Any) -> None:
+        with cmdrdata.customer("lister"):
+            assert len(list(client.evals.runs.list("eval_1"))) == 3
+            client.evals.runs.cancel("evalrun_b", eval_id="eval_1")
+
+    async def async_calls(client: Any) -> None:
+        with cmdrdata.customer("lister"):
+            assert len([r async for r in client.evals.runs.list("eval_1")]) == 3
+            await client.evals.runs.cancel("evalrun_b", eval_id="eval_1")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    events = memory.wire()
+    _check_eval_events([e for e in events if e["source_id"] == "evalrun_a"], "lister", "evalrun_a")
+    _check_eval_events([e for e in events if e["source_id"] == "evalrun_b"], "lister", "evalrun_b")
+    assert len(events) == 4
