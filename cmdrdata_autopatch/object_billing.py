@@ -35,6 +35,7 @@ TERMINAL = {
     "run": frozenset(("completed", "failed", "cancelled", "expired", "incomplete")),
     "job": frozenset(("succeeded", "failed", "cancelled")),
     "eval_run": frozenset(("completed", "failed", "canceled", "cancelled")),
+    "turn": frozenset(("completed", "failed", "cancelled")),
 }
 
 
@@ -116,6 +117,9 @@ def _is_terminal(reads: str, obj: Any) -> bool:
 def _payer(read: _Read, object_id: str, obj: Any) -> tuple[Any, Any]:
     """(customer, metadata): remembered at create > the object's own metadata > the retrieving call."""
     remembered = MEMORY.recall(object_id)
+    if remembered is None and read.reads == "turn":  # an agent turn: the session's creator
+        session_id = get(obj, "session_id")
+        remembered = MEMORY.recall(session_id) if isinstance(session_id, str) else None
     if remembered is not None and remembered[0] is not None:
         return remembered
     own = get(get(obj, "metadata"), METADATA_KEY)

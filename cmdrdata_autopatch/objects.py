@@ -52,7 +52,7 @@ from .object_billing import (
     bill_object,
 )
 from .object_pages import AwaitedPages, BilledPage, page_biller
-from .object_streams import run_stream, watch_manager
+from .object_streams import object_stream, watch_manager
 from .resolve import cached_provider_of
 from .runtime import Runtime
 from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
@@ -81,7 +81,7 @@ def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
         if isinstance(result, rt.raw_types):
             _watch_parse(result, lambda parsed: _after(rt, target, read, parsed))
         elif isinstance(result, rt.stream_types + rt.async_stream_types):
-            return run_stream(rt, read, result) if read.reads == "run" else _stream(rt, read, result)
+            return _stream(rt, read, result) if read.reads == "response" else object_stream(read, result)
         elif target.role == "manager":  # a run-stream helper: the request is sent when it is entered
             watch_manager(rt, read, result)
         elif target.role == "create":
