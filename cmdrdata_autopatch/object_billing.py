@@ -144,6 +144,8 @@ def bill_object(read: _Read, obj: Any, streaming: bool = False) -> None:
         return
     if read.reads == "response" and get(obj, "background") is not True:
         return  # an ordinary response: its create call billed it
+    if read.reads == "turn" and get(obj, "object") not in (None, "agent.session.turn"):
+        return  # `sessions.create` gives the session (remembered: its turns bill its creator), no turn
     if read.reads == "batch" and not _has_usage(obj):
         if first_time(f"no-usage/{object_id}"):
             MEMORY.count("batches_without_usage")

@@ -59,7 +59,8 @@ class Target:
     # when it is terminal. `reads` names the object ("response", "batch") and so the extractor;
     # `role` says what the call does with it: "create" (remember the customer by the object's id, bill
     # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page),
-    # "manager" (a stream helper returning a manager: the stream it opens is billed from its events)
+    # "manager" (a stream helper returning a manager: the stream it opens is billed from its events),
+    # "block" (a helper whose manager calls an object row when entered: entered in the call's customer)
     reads: Optional[str] = None
     role: str = "read"
 
@@ -93,7 +94,9 @@ C = "chat.completions"
 CANCEL_FIRST = "1.81.0"  # `Responses.cancel`
 BATCH_LIST_FIRST = "1.22.0"  # `Batches.list`
 RUN_STREAM_FIRST = "1.14.0"
-EVALS_FIRST = "1.72.0"  # `evals.runs`  # assistants run streams and their helpers
+EVALS_FIRST = "1.72.0"  # `evals.runs`
+AGENTS_FIRST = "3.13.0"  # `beta.agents` sessions, their event streams, subagent turns
+TURNS_FIRST = "3.25.0"  # `beta.agents.sessions.turns`  # assistants run streams and their helpers
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -269,6 +272,28 @@ TARGETS: tuple[Target, ...] = (
         kind="object",
         reads="eval_run",
         role="list",
+    ),
+    # agent session turns (`beta.agents`): a finished turn read back, or its turn-ended stream event;
+    # `sessions.stream` opens `events.stream` when entered (role "block": entered in the call's customer)
+    *(
+        Target(
+            R + "beta.agents.sessions." + module,
+            attr,
+            "agents.turns",
+            first,
+            kind="object",
+            reads="turn",
+            role=role,
+        )
+        for module, attr, first, role in (
+            ("turns.turns", "Turns.retrieve", TURNS_FIRST, "read"),
+            ("turns.turns", "Turns.list", TURNS_FIRST, "list"),
+            ("subagents.turns.turns", "Turns.retrieve", AGENTS_FIRST, "read"),
+            ("subagents.turns.turns", "Turns.list", AGENTS_FIRST, "list"),
+            ("events", "Events.stream", AGENTS_FIRST, "read"),
+            ("sessions", "Sessions.create", AGENTS_FIRST, "create"),
+            ("sessions", "Sessions.stream", AGENTS_FIRST, "block"),
+        )
     ),
     # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
     Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),

@@ -614,3 +614,199 @@ def test_eval_runs_list_pages_and_cancel_bill_each_run_once(
     _check_eval_events([e for e in events if e["source_id"] == "evalrun_a"], "lister", "evalrun_a")
     _check_eval_events([e for e in events if e["source_id"] == "evalrun_b"], "lister", "evalrun_b")
     assert len(events) == 4
+
+
+# --- 6. agent session turns ------------------------------------------------------------------------------
+
+HAS_AGENTS = OPENAI_VERSION >= (3, 13, 0)
+HAS_TURNS = OPENAI_VERSION >= (3, 25, 0)
+SESSION = "/v1/agents/sessions/sess_1"
+TURN_USAGE = {
+    "input_tokens": 1200,
+    "input_tokens_details": {"cached_tokens": 300},
+    "output_tokens": 450,
+    "output_tokens_details": {"reasoning_tokens": 100},
+    "total_tokens": 1650,
+}
+
+
+def turn(status: str, usage: Any = None, tid: str = "turn_1", subagent: Any = None) -> dict[str, Any]:
+    return {
+        "id": tid,
+        "object": "agent.session.turn",
+        "agent_id": "agent_1",
+        "session_id": "sess_1",
+        "created_at": 1700000000,
+        "status": status,
+        "usage": usage,
+        "error": {"code": "server_error", "message": "boom"} if status == "failed" else None,
+        "subagent_id": subagent,
+    }
+
+
+def session(status: str = "idle") -> dict[str, Any]:
+    return {"id": "sess_1", "object": "agent.session", "status": status, "created_at": 1700000000}
+
+
+def turn_events(final: str = "completed", tid: str = "turn_1", first: int = 0) -> list[dict[str, Any]]:
+    base = {"session_id": "sess_1", "turn_id": tid}
+    return [
+        {
+            **base,
+            "type": "agent.session.turn.created",
+            "event_id": f"ev_{first}",
+            "turn": turn("queued", tid=tid),
+        },
+        {
+            **base,
+            "type": f"agent.session.turn.{final}",
+            "event_id": f"ev_{first + 1}",
+            "turn": turn(final, tid=tid),  # the turn without usage: the event carries it
+            "usage": TURN_USAGE,
+        },
+    ]
+
+
+def session_sse(events: list[dict[str, Any]]) -> bytes:
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+def _check_turn_event(
+    event: dict[str, Any], customer: Any, tid: str = "turn_1", streaming: bool = False
+) -> None:
+    assert event["api"] == "agents.turns"
+    assert event["source_id"] == tid
+    assert event["event_id"] == _derived("agents.turns", tid)
+    assert event["customer_id"] == customer
+    assert event["streaming"] is streaming
+    assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (1200, 450, 1650)
+    assert (event["cached_input_tokens"], event["reasoning_tokens"]) == (300, 100)
+    assert event["usage_source"] == "reported"
+
+
+@pytest.mark.skipif(not HAS_TURNS, reason="sessions.turns needs openai>=3.25")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_agent_turn_retrieved_bills_once_when_finished(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    path = f"{SESSION}/turns/turn_1"
+    fake.overrides[path] = reply(turn("waiting"))
+    fake.overrides["/v1/agents/sessions"] = reply(session())
+
+    def sync_calls(client: Any) -> None:
+        agents = client.beta.agents.sessions
+        agents.create(environment={"type": "cloud"}, customer_id="creator")  # remembered by session id
+        agents.turns.retrieve("turn_1", session_id="sess_1")
+        assert memory.wire() == []  # waiting for input: not finished
+        fake.overrides[path] = reply(turn("completed", TURN_USAGE))
+        with cmdrdata.customer("poller"):
+            for _ in range(3):
+                agents.turns.retrieve("turn_1", session_id="sess_1")
+
+    async def async_calls(client: Any) -> None:
+        agents = client.beta.agents.sessions
+        await agents.create(environment={"type": "cloud"}, customer_id="creator")
+        await agents.turns.retrieve("turn_1", session_id="sess_1")
+        assert memory.wire() == []
+        fake.overrides[path] = reply(turn("completed", TURN_USAGE))
+        with cmdrdata.customer("poller"):
+            for _ in range(3):
+                await agents.turns.retrieve("turn_1", session_id="sess_1")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    _check_turn_event(event, "creator")  # the session was created here: its creator pays
+
+
+@pytest.mark.skipif(not HAS_TURNS, reason="sessions.turns needs openai>=3.25")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_agent_turns_list_and_subagent_turns_bill_each_finished_turn(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[f"{SESSION}/turns"] = paged(
+        [turn("completed", TURN_USAGE, "turn_a"), turn("in_progress", None, "turn_b")],
+        [turn("failed", TURN_USAGE, "turn_c")],
+    )
+    sub = f"{SESSION}/subagents/sub_1/turns/turn_s"
+    fake.overrides[sub] = reply(turn("completed", TURN_USAGE, "turn_s", subagent="sub_1"))
+
+    def sync_calls(client: Any) -> None:
+        agents = client.beta.agents.sessions
+        with cmdrdata.customer("lister"):
+            assert [t.id for t in agents.turns.list("sess_1")] == ["turn_a", "turn_b", "turn_c"]
+            agents.subagents.turns.retrieve("turn_s", session_id="sess_1", subagent_id="sub_1")
+
+    async def async_calls(client: Any) -> None:
+        agents = client.beta.agents.sessions
+        with cmdrdata.customer("lister"):
+            assert [t.id async for t in agents.turns.list("sess_1")] == ["turn_a", "turn_b", "turn_c"]
+            await agents.subagents.turns.retrieve("turn_s", session_id="sess_1", subagent_id="sub_1")
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    events = {e["source_id"]: e for e in memory.wire()}
+    assert sorted(events) == ["turn_a", "turn_c", "turn_s"] and len(memory.wire()) == 3
+    for tid, event in events.items():
+        _check_turn_event(event, "lister", tid)
+    assert events["turn_c"]["error_occurred"] is True and events["turn_c"]["error_code"] == "server_error"
+
+
+@pytest.mark.skipif(not HAS_AGENTS, reason="beta.agents needs openai>=3.13")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_agent_session_created_streaming_bills_each_finished_turn(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    events = turn_events("completed", "turn_1") + turn_events("cancelled", "turn_2", first=2)
+
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        return 200, {"content-type": "text/event-stream"}, session_sse(events)
+
+    fake.overrides["/v1/agents/sessions"] = answer
+    args = {"environment": {"type": "cloud"}, "input": "go", "stream": True, "customer_id": "streamer"}
+
+    def sync_calls(client: Any) -> list[str]:
+        return [e.type for e in client.beta.agents.sessions.create(**args)]
+
+    async def async_calls(client: Any) -> list[str]:
+        return [e.type async for e in await client.beta.agents.sessions.create(**args)]
+
+    types = run(use_async, fake, async_calls if use_async else sync_calls)
+    assert types == [e["type"] for e in events]  # the caller sees every event
+    billed = {e["source_id"]: e for e in memory.wire()}
+    assert sorted(billed) == ["turn_1", "turn_2"]
+    _check_turn_event(billed["turn_1"], "streamer", "turn_1", streaming=True)
+    _check_turn_event(billed["turn_2"], "streamer", "turn_2", streaming=True)
+    assert "customer_id" not in fake.requests[0].json()
+
+
+@pytest.mark.skipif(not HAS_AGENTS, reason="beta.agents needs openai>=3.13")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_agent_sessions_stream_helper_bills_the_turn_to_its_customer_keyword(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    idle = {"type": "agent.session.idle", "event_id": "ev_9", "session_id": "sess_1"}
+
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        if method == "GET" and path.endswith("/events"):
+            return 200, {"content-type": "text/event-stream"}, session_sse([*turn_events(), idle])
+        if method == "GET":
+            return 200, JSON_HEADERS, json.dumps(session()).encode()
+        return 200, JSON_HEADERS, b"null"  # events.create
+
+    fake.overrides[SESSION] = answer
+    fake.overrides[f"{SESSION}/events"] = answer
+
+    def sync_calls(client: Any) -> None:
+        with client.beta.agents.sessions.stream("sess_1", input="hi", customer_id="acme") as stream:
+            stream.until_done()
+
+    async def async_calls(client: Any) -> None:
+        async with client.beta.agents.sessions.stream("sess_1", input="hi", customer_id="acme") as stream:
+            await stream.until_done()
+
+    with cmdrdata.customer("block"):
+        run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    _check_turn_event(event, "acme", streaming=True)
+    for request in fake.requests:
+        assert not any(k.lower().startswith("x-cmdrdata") for k in request.headers)
+        assert b"acme" not in request.body
