@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -810,3 +815,57 @@ def test_agent_sessions_stream_helper_bills_the_turn_to_its_customer_keyword(
     for request in fake.requests:
         assert not any(k.lower().startswith("x-cmdrdata") for k in request.headers)
         assert b"acme" not in request.body
+
+
+# --- exactly once across two processes ------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    import cmdrdata_autopatch as cmdrdata
+    cmdrdata.patch(exporter="jsonl", jsonl_path=sys.argv[1])
+    from tests.fake_openai import FakeOpenAI, OPENAI_VERSION
+    from tests.test_objects import RUN_USAGE, reply, run_object
+    from tests.test_objects_later import EVAL_RUN, SESSION, TURN_USAGE, eval_run, full_run_stream, turn
+    fake = FakeOpenAI()
+    fake.overrides["/v1/threads/thread_1/runs/run_1"] = reply(run_object("completed", RUN_USAGE))
+    fake.overrides["/v1/threads/thread_1/runs"] = full_run_stream()
+    fake.overrides[EVAL_RUN] = reply(eval_run("completed"))
+    fake.overrides[SESSION + "/turns/turn_1"] = reply(turn("completed", TURN_USAGE))
+    client = fake.client()
+    with cmdrdata.customer("proc" + sys.argv[3]):
+        if sys.argv[3] == "0":  # one process streams the run, the other polls it
+            list(client.beta.threads.runs.create(thread_id="thread_1", assistant_id="asst_1", stream=True))
+        for _ in range(3):
+            client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
+            if OPENAI_VERSION >= (1, 72, 0):
+                client.evals.runs.retrieve("evalrun_1", eval_id="eval_1")
+            if OPENAI_VERSION >= (3, 25, 0):
+                client.beta.agents.sessions.turns.retrieve("turn_1", session_id="sess_1")
+    cmdrdata.shutdown(timeout=10)
+    """
+)
+
+
+@pytest.mark.skipif(not HAS_RUN_STREAM, reason="run streams need openai>=1.14")
+def test_two_processes_bill_runs_eval_runs_and_turns_with_one_event_id_each(tmp_path: Path) -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDRDATA_")}
+    seen = []
+    for n in range(2):
+        out = tmp_path / f"p{n}.jsonl"
+        subprocess.run(
+            [sys.executable, "-c", CHILD, str(out), root, str(n)], check=True, env=env, cwd=root, timeout=120
+        )
+        events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        seen.append(sorted((e["api"], e["source_id"], e["event_id"]) for e in events))
+    expected = [("assistants.runs", "run_1", _derived("assistants.runs", "run_1"))]
+    if HAS_EVALS:
+        expected += [
+            ("evals.runs", "evalrun_1", _derived("evals.runs", "evalrun_1", m))
+            for m in ("gpt-4.1-mini", "o3")
+        ]
+    if HAS_TURNS:
+        expected.append(("agents.turns", "turn_1", _derived("agents.turns", "turn_1")))
+    assert seen[0] == seen[1] == sorted(expected)
