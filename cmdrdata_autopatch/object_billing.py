@@ -138,7 +138,7 @@ def _has_usage(obj: Any) -> bool:
 
 def bill_object(read: _Read, obj: Any, streaming: bool = False) -> None:
     """Bill one object if it is terminal and billable here; at most once per process (and per API).
-    `streaming`: the object was read from a stream's event (an assistants run stream)."""
+    `streaming`: the object was read from a stream's event (a run stream, an agent session stream)."""
     object_id = get(obj, "id")
     if not isinstance(object_id, str) or not object_id or not _is_terminal(read.reads, obj):
         return
