@@ -40,7 +40,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from .attribution import bill_to, context_now, take_our_kwargs
-from .context import customer
 from .diagnostics import report_internal_error
 from .events import UsageEvent
 from .object_billing import (
@@ -52,11 +51,12 @@ from .object_billing import (
     as_object_event,
     bill_object,
 )
+from .object_blocks import make_block_wrappers
 from .object_pages import AwaitedPages, BilledPage, page_biller
 from .object_streams import object_stream, watch_manager
 from .resolve import cached_provider_of
 from .runtime import Runtime
-from .streams import AsyncStreamProxy, StreamCapture, StreamProxy, _Proxy
+from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
 from .targets import Target
 from .usage import get
 from .wrappers import inside_call
@@ -85,8 +85,6 @@ def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
             return _stream(rt, read, result) if read.reads == "response" else object_stream(read, result)
         elif target.role == "manager":  # a run-stream helper: the request is sent when it is entered
             watch_manager(rt, read, result)
-        elif target.role == "block":
-            return _EnteredAs(result, read)
         elif target.role == "create":
             object_id = get(result, "id")
             if isinstance(object_id, str) and object_id:
@@ -136,37 +134,11 @@ def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -
         return None
 
 
-class _EnteredAs(_Proxy):
-    """`beta.agents.sessions.stream()`: its manager reads the session's events (`events.stream`, an object
-    row) when entered, maybe outside the caller's `customer()` block; it is entered inside a block of the
-    customer the helper was called with (its `customer_id=` too), so the turns it streams bill them."""
-
-    def __init__(self, wrapped: Any, read: _Read) -> None:
-        super().__init__(wrapped)
-        self._self_read = read
-
-    def _self_block(self) -> customer:
-        read = self._self_read
-        return customer(read.customer, **(read.metadata or {}))
-
-    def __enter__(self) -> Any:
-        with self._self_block():
-            return self.__wrapped__.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self.__wrapped__.__exit__(*exc_info)
-
-    async def __aenter__(self) -> Any:
-        with self._self_block():
-            return await self.__wrapped__.__aenter__()
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        return await self.__wrapped__.__aexit__(*exc_info)
-
-
 def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
     """The (sync, async) wrappers of an object row. The call runs inside the nesting guard, so neither
     an outer patched call nor the safety net bills it as a request of its own."""
+    if target.role == "block":  # a helper that calls object rows itself: see object_blocks.py
+        return make_block_wrappers()
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = inside_call.get()
@@ -198,7 +170,7 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
             result = wrapped(*args, **kwargs)  # a coroutine (nothing sent yet), or a lazy paginator
         finally:
             inside_call.reset(token)
-        if read is not None and target.role in ("manager", "block"):  # a manager, returned unawaited
+        if read is not None and target.role == "manager":  # a run-stream manager, returned unawaited
             return _after(rt, target, read, result)
         if read is None or not hasattr(result, "__await__"):
             return result

@@ -60,7 +60,8 @@ class Target:
     # `role` says what the call does with it: "create" (remember the customer by the object's id, bill
     # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page),
     # "manager" (a stream helper returning a manager: the stream it opens is billed from its events),
-    # "block" (a helper whose manager calls an object row when entered: entered in the call's customer)
+    # "block" (a helper that calls object rows itself, now or when its manager is entered: our keywords
+    # become a `customer()` block around those calls, object_blocks.py)
     reads: Optional[str] = None
     role: str = "read"
 
@@ -93,10 +94,11 @@ R = "openai.resources."
 C = "chat.completions"
 CANCEL_FIRST = "1.81.0"  # `Responses.cancel`
 BATCH_LIST_FIRST = "1.22.0"  # `Batches.list`
-RUN_STREAM_FIRST = "1.14.0"
+RUN_STREAM_FIRST = "1.14.0"  # assistants run streams and their helpers
+RUN_POLL_FIRST = "1.16.0"  # `runs.stream`, `runs.poll` and the `*_and_poll` helpers
 EVALS_FIRST = "1.72.0"  # `evals.runs`
 AGENTS_FIRST = "3.13.0"  # `beta.agents` sessions, their event streams, subagent turns
-TURNS_FIRST = "3.25.0"  # `beta.agents.sessions.turns`  # assistants run streams and their helpers
+TURNS_FIRST = "3.25.0"  # `beta.agents.sessions.turns`
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -236,7 +238,8 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(R + "beta.threads.runs", "Runs.retrieve", "assistants.runs", "1.1.0", kind="object", reads="run"),
     # assistants runs created or continued here: a queued run is remembered (who pays); a streamed one
-    # (`stream=True`, or a helper's manager: role "manager") is billed from its terminal run event
+    # (`stream=True`, or a helper's manager: role "manager") is billed from its terminal run event; the
+    # polling helpers (role "block") only carry `customer_id=` to the create / retrieve they call
     *(
         Target(R + module, attr, "assistants.runs", first, kind="object", reads="run", role=role)
         for module, attr, first, role in (
@@ -246,7 +249,11 @@ TARGETS: tuple[Target, ...] = (
             ("beta.threads.runs", "Runs.create_and_stream", RUN_STREAM_FIRST, "manager"),
             ("beta.threads.runs", "Runs.submit_tool_outputs_stream", RUN_STREAM_FIRST, "manager"),
             ("beta.threads", "Threads.create_and_run_stream", RUN_STREAM_FIRST, "manager"),
-            ("beta.threads.runs", "Runs.stream", "1.16.0", "manager"),
+            ("beta.threads.runs", "Runs.stream", RUN_POLL_FIRST, "manager"),
+            ("beta.threads.runs", "Runs.create_and_poll", RUN_POLL_FIRST, "block"),
+            ("beta.threads.runs", "Runs.submit_tool_outputs_and_poll", RUN_POLL_FIRST, "block"),
+            ("beta.threads.runs", "Runs.poll", RUN_POLL_FIRST, "block"),
+            ("beta.threads", "Threads.create_and_run_poll", RUN_POLL_FIRST, "block"),
         )
     ),
     Target(R + "fine_tuning.jobs", "Jobs.retrieve", "fine_tuning.jobs", "1.0.0", kind="object", reads="job"),

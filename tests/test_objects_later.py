@@ -869,3 +869,74 @@ def test_two_processes_bill_runs_eval_runs_and_turns_with_one_event_id_each(tmp_
     if HAS_TURNS:
         expected.append(("agents.turns", "turn_1", _derived("agents.turns", "turn_1")))
     assert seen[0] == seen[1] == sorted(expected)
+
+
+# --- the polling helpers carry our keywords to the calls they make -------------------------------------
+
+HAS_POLL_HELPERS = OPENAI_VERSION >= (1, 16, 0)
+
+
+@pytest.mark.skipif(not HAS_POLL_HELPERS, reason="the *_and_poll helpers need openai>=1.16")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_poll_helpers_take_customer_id_and_bill_the_run_once(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[RUNS] = reply(run_object("queued"))
+    fake.overrides["/v1/threads/runs"] = reply(run_object("queued"))
+    fake.overrides[f"{RUNS}/run_1"] = reply(run_object("completed", RUN_USAGE))
+    fake.overrides[f"{RUNS}/run_1/submit_tool_outputs"] = reply(run_object("in_progress"))
+    ids = {"thread_id": "thread_1", "poll_interval_ms": 1}
+    outputs = {"tool_outputs": [{"tool_call_id": "call_1", "output": "42"}], "run_id": "run_1"}
+
+    def sync_calls(client: Any) -> list[str]:
+        runs = client.beta.threads.runs
+        with cmdrdata.customer("block"):
+            done = runs.create_and_poll(assistant_id="asst_1", customer_id="acme", **ids)
+            runs.submit_tool_outputs_and_poll(**outputs, customer_id="other", **ids)  # the same run
+            runs.poll("run_1", customer_id="other", **ids)
+            client.beta.threads.create_and_run_poll(
+                assistant_id="asst_1", customer_id="other", poll_interval_ms=1
+            )
+        return [done.status]
+
+    async def async_calls(client: Any) -> list[str]:
+        runs = client.beta.threads.runs
+        with cmdrdata.customer("block"):
+            done = await runs.create_and_poll(assistant_id="asst_1", customer_id="acme", **ids)
+            await runs.submit_tool_outputs_and_poll(**outputs, customer_id="other", **ids)
+            await runs.poll("run_1", customer_id="other", **ids)
+            await client.beta.threads.create_and_run_poll(
+                assistant_id="asst_1", customer_id="other", poll_interval_ms=1
+            )
+        return [done.status]
+
+    assert run(use_async, fake, async_calls if use_async else sync_calls) == ["completed"]
+    (event,) = memory.wire()
+    _check_run_event(event, "acme", streaming=False)
+    for request in fake.requests:
+        assert not any(k.lower().startswith("x-cmdrdata") for k in request.headers)
+        assert b"acme" not in request.body and b"other" not in request.body
+
+
+@pytest.mark.skipif(not HAS_POLL_HELPERS, reason="the *_and_poll helpers need openai>=1.16")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_poll_helper_untracked_bills_nothing_and_a_bad_customer_raises_first(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    fake.overrides[RUNS] = reply(run_object("queued"))
+    fake.overrides[f"{RUNS}/run_1"] = reply(run_object("completed", RUN_USAGE))
+    args = {"thread_id": "thread_1", "assistant_id": "asst_1", "poll_interval_ms": 1}
+
+    def sync_calls(client: Any) -> None:
+        client.beta.threads.runs.create_and_poll(**args, track_usage=False)
+        with pytest.raises(ValueError):
+            client.beta.threads.runs.create_and_poll(**args, customer_id=123)
+
+    async def async_calls(client: Any) -> None:
+        await client.beta.threads.runs.create_and_poll(**args, track_usage=False)
+        with pytest.raises(ValueError):
+            await client.beta.threads.runs.create_and_poll(**args, customer_id=123)
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    assert memory.wire() == []
+    assert len(fake.requests) == 2  # the bad call sent nothing
