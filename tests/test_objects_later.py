@@ -940,3 +940,34 @@ def test_poll_helper_untracked_bills_nothing_and_a_bad_customer_raises_first(
     run(use_async, fake, async_calls if use_async else sync_calls)
     assert memory.wire() == []
     assert len(fake.requests) == 2  # the bad call sent nothing
+
+
+@pytest.mark.skipif(not HAS_BACKGROUND, reason="background responses need openai>=1.80")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_background_create_through_the_safety_net_records_nothing_until_finished(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter, use_async: bool
+) -> None:
+    """A request made with the client's own `post` (no resource method) is billed by the safety net:
+    a background one records nothing either, and its response is billed when read back finished."""
+    from openai.types.responses import Response
+
+    fake.overrides["/responses"] = reply(background_response("queued"))
+    fake.overrides[f"/v1/responses/{BG_ID}"] = reply(background_response("completed", BG_USAGE))
+    body = {"model": "gpt-4.1", "input": "long job", "background": True}
+
+    def sync_calls(client: Any) -> None:
+        with cmdrdata.customer("net"):
+            assert client.post("/responses", cast_to=Response, body=body).status == "queued"
+        assert memory.wire() == []
+        client.responses.retrieve(BG_ID)
+
+    async def async_calls(client: Any) -> None:
+        with cmdrdata.customer("net"):
+            assert (await client.post("/responses", cast_to=Response, body=body)).status == "queued"
+        assert memory.wire() == []
+        await client.responses.retrieve(BG_ID)
+
+    run(use_async, fake, async_calls if use_async else sync_calls)
+    (event,) = memory.wire()
+    assert event["customer_id"] == "net"
+    assert event["event_id"] == _derived("responses", BG_ID)
