@@ -8,8 +8,12 @@ work twice); the usage is read from the object itself when a later call returns 
 `responses.cancel`, `batches.retrieve`, `batches.list` (every page: the one returned, and the later ones
 as iteration or `get_next_page()` fetches them: object_pages.py), assistants `runs.retrieve` (also
 through `with_raw_response`, which `runs.poll` and `create_and_poll` use) and the run streams
-(object_streams.py), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`). The table
-rows say which method returns which object (`kind="object"`, `reads`, `role`).
+(object_streams.py), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`), evals runs
+(`retrieve` / `cancel` / `list`: one event per model of `per_model_usage`, object_billing.py), agent
+session turns (`turns.retrieve` / `list`, subagent turns, the session event streams). Helpers that call
+these rows themselves (`create_and_poll`, `sessions.stream`...) take our keywords as a `customer()` block
+around those calls (object_blocks.py). The table rows say which method returns which object
+(`kind="object"`, `reads`, `role`).
 
 Exactly once: the event's id is derived from the object id (derived.py), so a second poll, a second
 process, or a replay produces the same id, and the CmdrData API deduplicates it; `first_time()` spares the
@@ -21,7 +25,9 @@ object id in this process (bounded: the newest `MEMORY_LIMIT` objects); else the
 object's own `metadata["cmdrdata_customer_id"]`; else the customer of the call (or `customer()` block)
 that retrieved it. Objects that another process created are therefore billed to the retrieving call's
 customer unless the creator opted in to writing its customer into the object: with
-`CMDRDATA_OBJECT_METADATA=customer`, `batches.create` gets `metadata={"cmdrdata_customer_id": ...}` added
+`CMDRDATA_OBJECT_METADATA=customer`, each create row (`batches.create`, `runs.create`,
+`threads.create_and_run`, `fine_tuning.jobs.create`, `beta.agents.sessions.create`) gets
+`metadata={"cmdrdata_customer_id": ...}` added
 (merged into the caller's own `metadata`, never replacing a key the caller set, and skipped when the
 caller's metadata already has OpenAI's maximum of 16 keys). For a background response pass the same key
 in `metadata=` yourself.
@@ -37,6 +43,7 @@ Reads that fail raise to the caller as usual and bill nothing (reading an object
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Optional
 
 from .attribution import bill_to, context_now, take_our_kwargs
@@ -64,9 +71,27 @@ from .wrappers import inside_call
 Wrapper = Callable[..., Any]
 
 
-def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any) -> None:
+def _takes_metadata(method: Any) -> bool:
+    """Whether the SDK method has a `metadata` parameter (`fine_tuning.jobs.create` only from 1.65.4):
+    passing one it does not take would break the caller's call."""
+    code = getattr(method, "__code__", None)
+    if code is None:
+        return False
+    known = _TAKES_METADATA.get(code)
+    if known is None:
+        try:
+            known = _TAKES_METADATA[code] = "metadata" in inspect.signature(method).parameters
+        except (TypeError, ValueError):
+            known = False
+    return known
+
+
+_TAKES_METADATA: dict[Any, bool] = {}
+
+
+def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any, method: Any) -> None:
     """CMDRDATA_OBJECT_METADATA=customer: write the paying customer into the object's own metadata."""
-    if customer is None or not rt.object_metadata:
+    if customer is None or not rt.object_metadata or not _takes_metadata(method):
         return
     current = kwargs.get("metadata")
     if current is None or type(current).__name__ in ("NotGiven", "Omit"):
@@ -116,7 +141,9 @@ def _stream(rt: Runtime, read: _Read, stream: Any) -> Any:
     return proxy_cls(stream, capture)
 
 
-def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -> Optional[_Read]:
+def _begin(
+    rt: Runtime, target: Target, wrapped: Any, instance: Any, kwargs: dict[str, Any]
+) -> Optional[_Read]:
     customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
     if not track:
         return None
@@ -127,7 +154,7 @@ def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -
     try:
         customer, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
         if target.role == "create":
-            _opt_in_metadata(rt, kwargs, customer)
+            _opt_in_metadata(rt, kwargs, customer, wrapped)
         return _Read(target.api, target.reads or "", client, recorder, customer, metadata)
     except Exception as exc:
         report_internal_error("object call setup", exc)
@@ -142,7 +169,7 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = inside_call.get()
-        read = None if nested else _begin(rt, target, instance, kwargs)
+        read = None if nested else _begin(rt, target, wrapped, instance, kwargs)
         if nested or read is None:
             take_our_kwargs(kwargs)
         token = inside_call.set(True)
@@ -162,7 +189,7 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
 
     def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = inside_call.get()
-        read = None if nested else _begin(rt, target, instance, kwargs)
+        read = None if nested else _begin(rt, target, wrapped, instance, kwargs)
         if nested or read is None:
             take_our_kwargs(kwargs)
         token = inside_call.set(True)

@@ -971,3 +971,27 @@ def test_background_create_through_the_safety_net_records_nothing_until_finished
     (event,) = memory.wire()
     assert event["customer_id"] == "net"
     assert event["event_id"] == _derived("responses", BG_ID)
+
+
+def test_opt_in_metadata_only_where_the_sdk_method_takes_it(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    """`fine_tuning.jobs.create` has `metadata` only from openai 1.65.4: before that the opt-in leaves the
+    call alone (passing it would raise TypeError in the caller's call)."""
+    import inspect
+
+    import openai
+
+    cmdrdata.patch(exporter=memory, object_metadata="customer")
+    fake.overrides["/v1/fine_tuning/jobs"] = reply(
+        {"id": "ftjob-1", "object": "fine_tuning.job", "status": "validating_files"}
+    )
+    client = fake.client()
+    client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file="file-train", customer_id="acme")
+    takes = "metadata" in inspect.signature(openai.resources.fine_tuning.jobs.Jobs.create).parameters
+    sent = fake.requests[-1].json()
+    assert sent.get("metadata") == ({"cmdrdata_customer_id": "acme"} if takes else None)
+    if OPENAI_VERSION >= (1, 1, 0):  # assistants runs take metadata in every release that has them
+        fake.overrides[RUNS] = reply(run_object("queued"))
+        client.beta.threads.runs.create(thread_id="thread_1", assistant_id="asst_1", customer_id="acme")
+        assert fake.requests[-1].json()["metadata"] == {"cmdrdata_customer_id": "acme"}
