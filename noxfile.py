@@ -65,6 +65,8 @@ _expose_pyenv_interpreters()
 OLD_HTTPX = "httpx<0.28"  # releases < 1.55.3 pass `proxies=` to httpx.Client
 RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("1.0.0", "3.9", (OLD_HTTPX,), ["ci", "openai1"]),
+    ("1.14.0", "3.9", (OLD_HTTPX,), ["openai1", "objects"]),  # first assistants run streams (+ helpers)
+    ("1.16.0", "3.10", (OLD_HTTPX,), ["openai1", "objects"]),  # first runs.stream / runs.poll
     ("1.18.0", "3.9", (OLD_HTTPX,), ["openai1", "objects"]),  # first batches (create / retrieve)
     ("1.22.0", "3.10", (OLD_HTTPX,), ["openai1", "objects"]),  # first batches.list
     ("1.26.0", "3.9", (OLD_HTTPX,), ["openai1"]),
@@ -73,6 +75,7 @@ RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("1.58.0", "3.9", ("websockets>=13,<15",), ["openai1", "realtime"]),  # first beta.realtime.connect
     ("1.63.0", "3.11", (), ["openai1"]),
     ("1.66.5", "3.11", (), ["openai1"]),
+    ("1.72.0", "3.11", (), ["openai1", "objects"]),  # first evals.runs (per_model_usage)
     ("1.78.0", "3.12", (), ["openai1"]),
     ("1.80.0", "3.11", (), ["openai1", "objects"]),  # first background responses (no cancel yet)
     ("1.82.0", "3.12", (), ["openai1", "objects"]),  # first responses.retrieve(stream=True)
@@ -85,7 +88,9 @@ RELEASES: list[tuple[str, str, tuple[str, ...], list[str]]] = [
     ("2.54.0", "3.13", (), ["ci", "openai2"]),
     ("3.0.0", "3.10", (), ["openai3"]),
     ("3.12.0", "3.12", (), ["openai3", "realtime"]),  # first Live (live / sideband / forks .connect)
+    ("3.13.0", "3.12", (), ["openai3", "objects"]),  # first beta.agents (session turn events)
     ("3.16.1", "3.11", (), ["openai3"]),
+    ("3.25.0", "3.11", (), ["openai3", "objects"]),  # first beta.agents.sessions.turns
     ("3.32.0", "3.11", (), ["openai3", "realtime"]),  # WebSocket connections get a shared base class
     ("3.38.0", "3.12", (), ["openai3"]),
     ("3.41.0", "3.12", (), ["openai3", "objects"]),  # first Response.tool_usage

@@ -60,9 +60,11 @@ def take_our_kwargs(kwargs: dict[str, Any]) -> tuple[Any, Any, bool]:
 
 
 def hand_down(kwargs: dict[str, Any]) -> None:
-    """For helpers that call `create` later: take our keywords off and leave a token in their place."""
+    """For helpers that call `create` later: take our keywords off and leave a token in their place.
+    `responses.stream(response_id=)` calls `retrieve(stream=True)` instead, an object row whose wrapper
+    takes the token out the same way, so the customer survives that path too."""
     customer_id, metadata, track = take_our_kwargs(kwargs)
-    if (customer_id is None and metadata is None and track) or "response_id" in kwargs:
+    if customer_id is None and metadata is None and track:
         return
     token = os.urandom(12).hex()
     if len(_pending) >= _MAX_PENDING:  # managers created and never entered

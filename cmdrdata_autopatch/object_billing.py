@@ -14,13 +14,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .derived import SessionEvent, derived_event_id, first_time
-from .diagnostics import report_internal_error
 from .events import UsageEvent
 from .recorder import emit
 from .resolve import cached_provider_of, fill_from_result
+from .tool_units import count
 from .usage import get
 
 logger = logging.getLogger("cmdrdata_autopatch")
@@ -34,6 +34,8 @@ TERMINAL = {
     "batch": frozenset(("completed", "failed", "cancelled", "expired")),
     "run": frozenset(("completed", "failed", "cancelled", "expired", "incomplete")),
     "job": frozenset(("succeeded", "failed", "cancelled")),
+    "eval_run": frozenset(("completed", "failed", "canceled", "cancelled")),
+    "turn": frozenset(("completed", "failed", "cancelled")),
 }
 
 
@@ -115,6 +117,9 @@ def _is_terminal(reads: str, obj: Any) -> bool:
 def _payer(read: _Read, object_id: str, obj: Any) -> tuple[Any, Any]:
     """(customer, metadata): remembered at create > the object's own metadata > the retrieving call."""
     remembered = MEMORY.recall(object_id)
+    if remembered is None and read.reads == "turn":  # an agent turn: the session's creator
+        session_id = get(obj, "session_id")
+        remembered = MEMORY.recall(session_id) if isinstance(session_id, str) else None
     if remembered is not None and remembered[0] is not None:
         return remembered
     own = get(get(obj, "metadata"), METADATA_KEY)
@@ -131,34 +136,82 @@ def _has_usage(obj: Any) -> bool:
     return usage is not None
 
 
-def bill_object(read: _Read, obj: Any) -> None:
-    """Bill one object if it is terminal and billable here; at most once per process (and per API)."""
+def bill_object(read: _Read, obj: Any, streaming: bool = False) -> None:
+    """Bill one object if it is terminal and billable here; at most once per process (and per API).
+    `streaming`: the object was read from a stream's event (a run stream, an agent session stream)."""
     object_id = get(obj, "id")
     if not isinstance(object_id, str) or not object_id or not _is_terminal(read.reads, obj):
         return
     if read.reads == "response" and get(obj, "background") is not True:
         return  # an ordinary response: its create call billed it
+    if read.reads == "turn" and get(obj, "object") not in (None, "agent.session.turn"):
+        return  # `sessions.create` gives the session (remembered: its turns bill its creator), no turn
     if read.reads == "batch" and not _has_usage(obj):
         if first_time(f"no-usage/{object_id}"):
             MEMORY.count("batches_without_usage")
             logger.debug("cmdrdata-autopatch: batch %s is %s but reports no usage", object_id, obj.status)
         return
+    if read.reads == "eval_run":
+        _bill_per_model(read, obj, object_id)
+        return
     customer, metadata = _payer(read, object_id, obj)
     latency = time.perf_counter() - read.start_perf
-    event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, False, None)
+    event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, streaming, None)
     event.provider = cached_provider_of(read.client)
     fill_from_result(event, "text", {}, obj)
     if read.reads == "batch":
         event.service_tier = "batch"  # Batch API work is billed at the batch rate
     elif read.reads == "job" and not _trained(event, obj):
         return  # a job that trained nothing bills nothing
-    elif get(obj, "status") == "failed":
+    else:
+        _mark_failed(event, obj)
+    event.set_ids(derived_event_id(event.provider, read.api, object_id), object_id, event.service_tier)
+    _emit_once(read.recorder, event, object_id)
+
+
+def _mark_failed(event: UsageEvent, obj: Any) -> None:
+    if get(obj, "status") == "failed":
         event.error_occurred = True
         event.error_type = "response.failed"
         code = get(get(obj, "error"), "code")
         event.error_code = code if isinstance(code, str) else None
-    event.set_ids(derived_event_id(event.provider, read.api, object_id), object_id, event.service_tier)
-    _emit_once(read.recorder, event, object_id)
+
+
+def _model_usage(entry: Any) -> Optional[tuple[str, dict[str, Any]]]:
+    """(model, usage copy) of one `per_model_usage` entry of an evals run, or None. The entry names its
+    cached tokens at the top level: the copy also files them where every usage object has them."""
+    model = get(entry, "model_name") or get(entry, "run_model_name")  # renamed by the SDK, same wire name
+    if not isinstance(model, str) or not model:
+        return None
+    usage: dict[str, Any] = {"model_name": model}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "invocation_count"):
+        value = count(get(entry, name))
+        if value is not None:
+            usage[name] = value
+    if "prompt_tokens" not in usage and "completion_tokens" not in usage:
+        return None
+    usage["prompt_tokens_details"] = {"cached_tokens": usage.get("cached_tokens", 0)}
+    return model, usage
+
+
+def _bill_per_model(read: _Read, run: Any, object_id: str) -> None:
+    """An evals run: one event per model it used (`per_model_usage`), each with its own derived id
+    (run id + model), so a run that graded with two models bills two events, each once."""
+    entries = get(run, "per_model_usage")
+    customer, metadata = _payer(read, object_id, run)
+    latency = time.perf_counter() - read.start_perf
+    provider = cached_provider_of(read.client)
+    for entry in entries if isinstance(entries, list) else ():
+        found = _model_usage(entry)
+        if found is None:
+            continue
+        model, usage = found
+        event = SessionEvent(read.api, read.start_wall, latency, customer, metadata, False, model)
+        event.provider = provider
+        event.usage_details = usage
+        _mark_failed(event, run)
+        event.set_ids(derived_event_id(provider, read.api, object_id, model), object_id, None)
+        _emit_once(read.recorder, event, object_id)
 
 
 def _trained(event: UsageEvent, job: Any) -> bool:
@@ -174,16 +227,17 @@ def _trained(event: UsageEvent, job: Any) -> bool:
     return True
 
 
-def _watch_parse(read: _Read, raw: Any) -> None:
-    """A raw response (`with_raw_response.retrieve`, which `runs.poll` uses): bill what `parse()` gives."""
+def _watch_parse(raw: Any, after: Callable[[Any], Any]) -> None:
+    """A raw response (`with_raw_response.retrieve`, which `runs.poll` uses): what `parse()` gives goes
+    through `after` (which bills it, or wraps a stream it returned, and never raises)."""
     parse = raw.parse
+    last: list[Any] = []  # [parsed, what the caller got]: the SDK caches parse(), so must we
 
     def bill(obj: Any) -> Any:
-        try:
-            bill_object(read, obj)
-        except Exception as exc:
-            report_internal_error("object usage", exc)
-        return obj
+        if last and last[0] is obj:
+            return last[1]
+        last[:] = [obj, after(obj)]
+        return last[1]
 
     if inspect.iscoroutinefunction(parse):
 

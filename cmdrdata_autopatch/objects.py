@@ -5,10 +5,15 @@ background=True)` answers at once with a queued response and no usage), a batch 
 when it completes). The call that creates such an object bills nothing (an estimate there would bill the
 work twice); the usage is read from the object itself when a later call returns it terminal:
 `responses.retrieve` (also with `stream=True`, which is what `responses.stream(response_id=)` does),
-`responses.cancel`, `batches.retrieve`, `batches.list` (the page returned; later pages are not fetched by
-us), assistants `runs.retrieve` (also through `with_raw_response`, which `runs.poll` and `create_and_poll`
-use), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`). The table rows say which
-method returns which object (`kind="object"`, `reads`, `role`).
+`responses.cancel`, `batches.retrieve`, `batches.list` (every page: the one returned, and the later ones
+as iteration or `get_next_page()` fetches them: object_pages.py), assistants `runs.retrieve` (also
+through `with_raw_response`, which `runs.poll` and `create_and_poll` use) and the run streams
+(object_streams.py), `fine_tuning.jobs.retrieve` (`trained_tokens` as `units.trained_tokens`), evals runs
+(`retrieve` / `cancel` / `list`: one event per model of `per_model_usage`, object_billing.py), agent
+session turns (`turns.retrieve` / `list`, subagent turns, the session event streams). Helpers that call
+these rows themselves (`create_and_poll`, `sessions.stream`...) take our keywords as a `customer()` block
+around those calls (object_blocks.py). The table rows say which method returns which object
+(`kind="object"`, `reads`, `role`).
 
 Exactly once: the event's id is derived from the object id (derived.py), so a second poll, a second
 process, or a replay produces the same id, and the CmdrData API deduplicates it; `first_time()` spares the
@@ -20,7 +25,9 @@ object id in this process (bounded: the newest `MEMORY_LIMIT` objects); else the
 object's own `metadata["cmdrdata_customer_id"]`; else the customer of the call (or `customer()` block)
 that retrieved it. Objects that another process created are therefore billed to the retrieving call's
 customer unless the creator opted in to writing its customer into the object: with
-`CMDRDATA_OBJECT_METADATA=customer`, `batches.create` gets `metadata={"cmdrdata_customer_id": ...}` added
+`CMDRDATA_OBJECT_METADATA=customer`, each create row (`batches.create`, `runs.create`,
+`threads.create_and_run`, `fine_tuning.jobs.create`, `beta.agents.sessions.create`) gets
+`metadata={"cmdrdata_customer_id": ...}` added
 (merged into the caller's own `metadata`, never replacing a key the caller set, and skipped when the
 caller's metadata already has OpenAI's maximum of 16 keys). For a background response pass the same key
 in `metadata=` yourself.
@@ -36,6 +43,7 @@ Reads that fail raise to the caller as usual and bill nothing (reading an object
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Optional
 
 from .attribution import bill_to, context_now, take_our_kwargs
@@ -50,9 +58,12 @@ from .object_billing import (
     as_object_event,
     bill_object,
 )
+from .object_blocks import make_block_wrappers
+from .object_pages import AwaitedPages, BilledPage, page_biller
+from .object_streams import object_stream, watch_manager
 from .resolve import cached_provider_of
 from .runtime import Runtime
-from .streams import AsyncStreamProxy, StreamCapture, StreamProxy, _Proxy
+from .streams import AsyncStreamProxy, StreamCapture, StreamProxy
 from .targets import Target
 from .usage import get
 from .wrappers import inside_call
@@ -60,9 +71,27 @@ from .wrappers import inside_call
 Wrapper = Callable[..., Any]
 
 
-def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any) -> None:
+def _takes_metadata(method: Any) -> bool:
+    """Whether the SDK method has a `metadata` parameter (`fine_tuning.jobs.create` only from 1.65.4):
+    passing one it does not take would break the caller's call."""
+    code = getattr(method, "__code__", None)
+    if code is None:
+        return False
+    known = _TAKES_METADATA.get(code)
+    if known is None:
+        try:
+            known = _TAKES_METADATA[code] = "metadata" in inspect.signature(method).parameters
+        except (TypeError, ValueError):
+            known = False
+    return known
+
+
+_TAKES_METADATA: dict[Any, bool] = {}
+
+
+def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any, method: Any) -> None:
     """CMDRDATA_OBJECT_METADATA=customer: write the paying customer into the object's own metadata."""
-    if customer is None or not rt.object_metadata:
+    if customer is None or not rt.object_metadata or not _takes_metadata(method):
         return
     current = kwargs.get("metadata")
     if current is None or type(current).__name__ in ("NotGiven", "Omit"):
@@ -75,19 +104,21 @@ def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any) -> None
 def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
     """What the caller gets for `result`, with the object remembered or billed; never raises."""
     try:
-        if target.role == "create":
+        if isinstance(result, rt.raw_types):
+            _watch_parse(result, lambda parsed: _after(rt, target, read, parsed))
+        elif isinstance(result, rt.stream_types + rt.async_stream_types):
+            return _stream(rt, read, result) if read.reads == "response" else object_stream(read, result)
+        elif target.role == "manager":  # a run-stream helper: the request is sent when it is entered
+            watch_manager(rt, read, result)
+        elif target.role == "create":
             object_id = get(result, "id")
             if isinstance(object_id, str) and object_id:
                 MEMORY.remember(object_id, read.customer, read.metadata, pending=False)
             bill_object(read, result)
-        elif target.role == "list":
-            data = get(result, "data")
-            for item in data if isinstance(data, list) else ():
-                bill_object(read, item)
-        elif isinstance(result, rt.stream_types + rt.async_stream_types):
-            return _stream(rt, read, result)
-        elif isinstance(result, rt.raw_types):
-            _watch_parse(read, result)
+        elif target.role == "list":  # a page: billed now, and its later pages as they are fetched
+            bill = page_biller(read)
+            bill(result)
+            return BilledPage(result, bill)
         else:
             bill_object(read, result)
     except Exception as exc:
@@ -110,7 +141,9 @@ def _stream(rt: Runtime, read: _Read, stream: Any) -> Any:
     return proxy_cls(stream, capture)
 
 
-def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -> Optional[_Read]:
+def _begin(
+    rt: Runtime, target: Target, wrapped: Any, instance: Any, kwargs: dict[str, Any]
+) -> Optional[_Read]:
     customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
     if not track:
         return None
@@ -121,40 +154,22 @@ def _begin(rt: Runtime, target: Target, instance: Any, kwargs: dict[str, Any]) -
     try:
         customer, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
         if target.role == "create":
-            _opt_in_metadata(rt, kwargs, customer)
+            _opt_in_metadata(rt, kwargs, customer, wrapped)
         return _Read(target.api, target.reads or "", client, recorder, customer, metadata)
     except Exception as exc:
         report_internal_error("object call setup", exc)
         return None
 
 
-class _AwaitedPage(_Proxy):
-    """An async `list()` paginator that bills the page it yields when awaited. Iterating it (`async for`)
-    fetches pages through the SDK's own client, which bills nothing here: as with the sync page, only the
-    page `list()` returns is read."""
-
-    def __init__(self, wrapped: Any, after: Callable[[Any], Any]) -> None:
-        super().__init__(wrapped)
-        self._self_after = after
-
-    def __await__(self) -> Any:
-        return self._self_page().__await__()
-
-    async def _self_page(self) -> Any:
-        page = await self.__wrapped__
-        return self._self_after(page)
-
-    def __aiter__(self) -> Any:
-        return self.__wrapped__.__aiter__()
-
-
 def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]:
     """The (sync, async) wrappers of an object row. The call runs inside the nesting guard, so neither
     an outer patched call nor the safety net bills it as a request of its own."""
+    if target.role == "block":  # a helper that calls object rows itself: see object_blocks.py
+        return make_block_wrappers()
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = inside_call.get()
-        read = None if nested else _begin(rt, target, instance, kwargs)
+        read = None if nested else _begin(rt, target, wrapped, instance, kwargs)
         if nested or read is None:
             take_our_kwargs(kwargs)
         token = inside_call.set(True)
@@ -174,7 +189,7 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
 
     def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         nested = inside_call.get()
-        read = None if nested else _begin(rt, target, instance, kwargs)
+        read = None if nested else _begin(rt, target, wrapped, instance, kwargs)
         if nested or read is None:
             take_our_kwargs(kwargs)
         token = inside_call.set(True)
@@ -182,10 +197,12 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
             result = wrapped(*args, **kwargs)  # a coroutine (nothing sent yet), or a lazy paginator
         finally:
             inside_call.reset(token)
+        if read is not None and target.role == "manager":  # a run-stream manager, returned unawaited
+            return _after(rt, target, read, result)
         if read is None or not hasattr(result, "__await__"):
             return result
         if hasattr(result, "__aiter__"):  # `list()`: a paginator, awaited for its first page or iterated
-            return _AwaitedPage(result, lambda page: _after(rt, target, read, page))
+            return AwaitedPages(result, page_biller(read))
         return _observed(read, result)
 
     return sync_wrapper, async_wrapper

@@ -276,6 +276,9 @@ def watch_raw(rt: Runtime, call: Call, response: Any, latency: float) -> None:
                 cls = StreamProxy if isinstance(parsed, rt.stream_types) else AsyncStreamProxy
                 watch.proxy = stream_proxy(call, parsed, cls)
                 return watch.proxy
+            if call.kwargs.get("background") is True:  # billed when read back finished, never here
+                created_background(call.recorder, call.client, parsed, call.customer_id, call.metadata)
+                return parsed
             event = call.event(latency)
             fill_from_result(event, call.kinds[0], call.kwargs, parsed, http_response)
             emit(call.recorder, event)
@@ -302,7 +305,7 @@ def watch_raw(rt: Runtime, call: Call, response: Any, latency: float) -> None:
 def _raw_never_parsed(call: Call, latency: float, http_response: Any, watch: _RawWatch) -> None:
     """The caller dropped a raw response without parsing it: still bill the call, from a body that was
     already read (never triggers I/O); else with usage_source 'none'."""
-    if watch.done:
+    if watch.done or call.kwargs.get("background") is True:  # a background create bills nothing itself
         return
     watch.done = True
     try:

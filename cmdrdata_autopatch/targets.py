@@ -58,7 +58,10 @@ class Target:
     # kind="object" (objects.py): the method returns a server-side object whose usage is billed once,
     # when it is terminal. `reads` names the object ("response", "batch") and so the extractor;
     # `role` says what the call does with it: "create" (remember the customer by the object's id, bill
-    # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page)
+    # nothing), "read" (bill it if terminal), "list" (bill every terminal object of the page),
+    # "manager" (a stream helper returning a manager: the stream it opens is billed from its events),
+    # "block" (a helper that calls object rows itself, now or when its manager is entered: our keywords
+    # become a `customer()` block around those calls, object_blocks.py)
     reads: Optional[str] = None
     role: str = "read"
 
@@ -91,6 +94,11 @@ R = "openai.resources."
 C = "chat.completions"
 CANCEL_FIRST = "1.81.0"  # `Responses.cancel`
 BATCH_LIST_FIRST = "1.22.0"  # `Batches.list`
+RUN_STREAM_FIRST = "1.14.0"  # assistants run streams and their helpers
+RUN_POLL_FIRST = "1.16.0"  # `runs.stream`, `runs.poll` and the `*_and_poll` helpers
+EVALS_FIRST = "1.72.0"  # `evals.runs`
+AGENTS_FIRST = "3.13.0"  # `beta.agents` sessions, their event streams, subagent turns
+TURNS_FIRST = "3.25.0"  # `beta.agents.sessions.turns`
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -229,6 +237,25 @@ TARGETS: tuple[Target, ...] = (
         R + "batches", "Batches.list", "batches", BATCH_LIST_FIRST, kind="object", reads="batch", role="list"
     ),
     Target(R + "beta.threads.runs", "Runs.retrieve", "assistants.runs", "1.1.0", kind="object", reads="run"),
+    # assistants runs created or continued here: a queued run is remembered (who pays); a streamed one
+    # (`stream=True`, or a helper's manager: role "manager") is billed from its terminal run event; the
+    # polling helpers (role "block") only carry `customer_id=` to the create / retrieve they call
+    *(
+        Target(R + module, attr, "assistants.runs", first, kind="object", reads="run", role=role)
+        for module, attr, first, role in (
+            ("beta.threads.runs", "Runs.create", "1.1.0", "create"),
+            ("beta.threads.runs", "Runs.submit_tool_outputs", "1.1.0", "read"),
+            ("beta.threads", "Threads.create_and_run", "1.1.0", "create"),
+            ("beta.threads.runs", "Runs.create_and_stream", RUN_STREAM_FIRST, "manager"),
+            ("beta.threads.runs", "Runs.submit_tool_outputs_stream", RUN_STREAM_FIRST, "manager"),
+            ("beta.threads", "Threads.create_and_run_stream", RUN_STREAM_FIRST, "manager"),
+            ("beta.threads.runs", "Runs.stream", RUN_POLL_FIRST, "manager"),
+            ("beta.threads.runs", "Runs.create_and_poll", RUN_POLL_FIRST, "block"),
+            ("beta.threads.runs", "Runs.submit_tool_outputs_and_poll", RUN_POLL_FIRST, "block"),
+            ("beta.threads.runs", "Runs.poll", RUN_POLL_FIRST, "block"),
+            ("beta.threads", "Threads.create_and_run_poll", RUN_POLL_FIRST, "block"),
+        )
+    ),
     Target(R + "fine_tuning.jobs", "Jobs.retrieve", "fine_tuning.jobs", "1.0.0", kind="object", reads="job"),
     Target(
         R + "fine_tuning.jobs",
@@ -238,6 +265,42 @@ TARGETS: tuple[Target, ...] = (
         kind="object",
         reads="job",
         role="create",
+    ),
+    # evals runs: one event per model of a finished run (`per_model_usage`)
+    Target(
+        R + "evals.runs.runs", "Runs.retrieve", "evals.runs", EVALS_FIRST, kind="object", reads="eval_run"
+    ),
+    Target(R + "evals.runs.runs", "Runs.cancel", "evals.runs", EVALS_FIRST, kind="object", reads="eval_run"),
+    Target(
+        R + "evals.runs.runs",
+        "Runs.list",
+        "evals.runs",
+        EVALS_FIRST,
+        kind="object",
+        reads="eval_run",
+        role="list",
+    ),
+    # agent session turns (`beta.agents`): a finished turn read back, or its turn-ended stream event;
+    # `sessions.stream` opens `events.stream` when entered (role "block": entered in the call's customer)
+    *(
+        Target(
+            R + "beta.agents.sessions." + module,
+            attr,
+            "agents.turns",
+            first,
+            kind="object",
+            reads="turn",
+            role=role,
+        )
+        for module, attr, first, role in (
+            ("turns.turns", "Turns.retrieve", TURNS_FIRST, "read"),
+            ("turns.turns", "Turns.list", TURNS_FIRST, "list"),
+            ("subagents.turns.turns", "Turns.retrieve", AGENTS_FIRST, "read"),
+            ("subagents.turns.turns", "Turns.list", AGENTS_FIRST, "list"),
+            ("events", "Events.stream", AGENTS_FIRST, "read"),
+            ("sessions", "Sessions.create", AGENTS_FIRST, "create"),
+            ("sessions", "Sessions.stream", AGENTS_FIRST, "block"),
+        )
     ),
     # WebSocket sessions (issue 11): one event per billable server event, see sessions.py
     Target(R + "beta.realtime.realtime", "Realtime.connect", "realtime", "1.58.0", kind="connect"),

@@ -100,7 +100,7 @@ def test_every_row_names_kinds_the_extractor_and_the_stream_capture_know() -> No
         if row.kind == "object":
             from cmdrdata_autopatch.object_billing import TERMINAL
 
-            assert row.reads in TERMINAL and row.role in ("create", "read", "list"), row
+            assert row.reads in TERMINAL and row.role in ("create", "read", "list", "manager", "block"), row
 
 
 def test_usage_copy_is_independent_of_the_response() -> None:
