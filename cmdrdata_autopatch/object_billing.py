@@ -39,6 +39,39 @@ TERMINAL = {
 }
 
 
+def _takes_metadata(method: Any) -> bool:
+    """Whether the SDK method has a `metadata` parameter (`fine_tuning.jobs.create` only from 1.65.4):
+    passing one it does not take would break the caller's call."""
+    code = getattr(method, "__code__", None)
+    if code is None:
+        return False
+    known = _TAKES_METADATA.get(code)
+    if known is None:
+        try:
+            known = _TAKES_METADATA[code] = "metadata" in inspect.signature(method).parameters
+        except (TypeError, ValueError):
+            known = False
+    return known
+
+
+_TAKES_METADATA: dict[Any, bool] = {}
+
+
+def write_customer_metadata(enabled: bool, kwargs: dict[str, Any], customer: Any, method: Any) -> None:
+    """CMDRDATA_OBJECT_METADATA=customer (`enabled`): write the paying customer into the `metadata` of an
+    object that finishes later (a create call's keywords), so another process that reads it back finished
+    bills the right customer. Left alone: no customer, a method without `metadata`, a caller's metadata
+    that is not a dict, already names one, or is full."""
+    if customer is None or not enabled or not _takes_metadata(method):
+        return
+    current = kwargs.get("metadata")
+    if current is None or type(current).__name__ in ("NotGiven", "Omit"):
+        current = {}
+    if not isinstance(current, dict) or METADATA_KEY in current or len(current) >= MAX_METADATA_KEYS:
+        return
+    kwargs["metadata"] = {**current, METADATA_KEY: str(customer)}
+
+
 class _Memory:
     """Customers by object id, background responses not yet seen terminal, and counters (bounded)."""
 

@@ -43,20 +43,18 @@ Reads that fail raise to the caller as usual and bill nothing (reading an object
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Optional
 
 from .attribution import bill_to, context_now, take_our_kwargs
 from .diagnostics import report_internal_error
 from .events import UsageEvent
 from .object_billing import (
-    MAX_METADATA_KEYS,
     MEMORY,
-    METADATA_KEY,
     _Read,
     _watch_parse,
     as_object_event,
     bill_object,
+    write_customer_metadata,
 )
 from .object_blocks import make_block_wrappers
 from .object_pages import AwaitedPages, BilledPage, page_biller
@@ -69,36 +67,6 @@ from .usage import get
 from .wrappers import inside_call
 
 Wrapper = Callable[..., Any]
-
-
-def _takes_metadata(method: Any) -> bool:
-    """Whether the SDK method has a `metadata` parameter (`fine_tuning.jobs.create` only from 1.65.4):
-    passing one it does not take would break the caller's call."""
-    code = getattr(method, "__code__", None)
-    if code is None:
-        return False
-    known = _TAKES_METADATA.get(code)
-    if known is None:
-        try:
-            known = _TAKES_METADATA[code] = "metadata" in inspect.signature(method).parameters
-        except (TypeError, ValueError):
-            known = False
-    return known
-
-
-_TAKES_METADATA: dict[Any, bool] = {}
-
-
-def _opt_in_metadata(rt: Runtime, kwargs: dict[str, Any], customer: Any, method: Any) -> None:
-    """CMDRDATA_OBJECT_METADATA=customer: write the paying customer into the object's own metadata."""
-    if customer is None or not rt.object_metadata or not _takes_metadata(method):
-        return
-    current = kwargs.get("metadata")
-    if current is None or type(current).__name__ in ("NotGiven", "Omit"):
-        current = {}
-    if not isinstance(current, dict) or METADATA_KEY in current or len(current) >= MAX_METADATA_KEYS:
-        return
-    kwargs["metadata"] = {**current, METADATA_KEY: str(customer)}
 
 
 def _after(rt: Runtime, target: Target, read: _Read, result: Any) -> Any:
@@ -154,7 +122,7 @@ def _begin(
     try:
         customer, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
         if target.role == "create":
-            _opt_in_metadata(rt, kwargs, customer, wrapped)
+            write_customer_metadata(rt.object_metadata, kwargs, customer, wrapped)
         return _Read(target.api, target.reads or "", client, recorder, customer, metadata)
     except Exception as exc:
         report_internal_error("object call setup", exc)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from .attribution import bill_to, context_now, hand_down, take_our_kwargs
 from .diagnostics import report_internal_error
+from .object_billing import write_customer_metadata
 from .observe import Call, inject_stream_usage, observe, raw_mode, record_plain
 from .runtime import Runtime
 from .targets import Target
@@ -86,7 +87,7 @@ class _Row:
         self.injectable = target.inject_stream_usage
 
 
-def _prepare(rt: Runtime, row: _Row, instance: Any, kwargs: dict[str, Any]) -> Call | None:
+def _prepare(rt: Runtime, row: _Row, wrapped: Any, instance: Any, kwargs: dict[str, Any]) -> Call | None:
     """Everything before the original runs on the full path. None means "call through, record nothing"."""
     customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
     if not track:
@@ -97,6 +98,8 @@ def _prepare(rt: Runtime, row: _Row, instance: Any, kwargs: dict[str, Any]) -> C
         return None
     try:
         customer_id, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
+        if rt.object_metadata and kwargs.get("background") is True:  # read back finished, maybe elsewhere
+            write_customer_metadata(True, kwargs, customer_id, wrapped)
         call = Call(row.api, row.kinds, client, kwargs, customer_id, metadata, recorder, 0.0, 0.0)
         if row.injectable and kwargs.get("stream") is True:
             call.hide_usage = inject_stream_usage(rt, kwargs, client)
@@ -168,7 +171,7 @@ def _sync_wrapper(rt: Runtime, row: _Row) -> Wrapper:
         if _inside_get():
             take_our_kwargs(kwargs)  # an inner call of a billed one: ours must still not reach OpenAI
             return wrapped(*args, **kwargs)
-        call = _prepare(rt, row, instance, kwargs)
+        call = _prepare(rt, row, wrapped, instance, kwargs)
         if call is None:
             return _untracked(wrapped, args, kwargs)
         return run_observed(rt, call, wrapped, args, kwargs)
@@ -207,7 +210,7 @@ def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
         if _inside_get():
             take_our_kwargs(kwargs)
             return wrapped(*args, **kwargs)
-        call = _prepare(rt, row, instance, kwargs)
+        call = _prepare(rt, row, wrapped, instance, kwargs)
         result = _untracked(wrapped, args, kwargs)  # a coroutine: nothing has been sent yet
         if not inspect.isawaitable(result):
             return result  # a sync helper on an async class; nothing to bill here

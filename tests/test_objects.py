@@ -569,3 +569,33 @@ def test_deprecated_object_read_warns_at_the_callers_line(
     deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
     assert [(w.filename, w.lineno) for w in deprecations] == [(__file__, line)]
     assert [e["api"] for e in memory.wire()] == ["assistants.runs"]
+
+
+@pytest.mark.skipif(not HAS_BACKGROUND, reason="background responses need openai>=1.80")
+def test_object_metadata_opt_in_names_the_customer_of_a_background_response(
+    fake: FakeOpenAI, memory: cmdrdata.MemoryExporter
+) -> None:
+    """CMDRDATA_OBJECT_METADATA=customer writes the payer into a background response's own metadata (and
+    only into a background one: an ordinary call's request stays the caller's)."""
+    fake.overrides["/v1/responses"] = reply(background_response("queued"))
+    client = fake.client()
+    client.responses.create(model="gpt-4.1", input="long job", background=True, customer_id="acme")
+    assert "metadata" not in fake.requests[-1].json()  # off by default
+    cmdrdata.patch(exporter=memory, object_metadata="customer")
+    client.responses.create(
+        model="gpt-4.1", input="long job", background=True, metadata={"team": "a"}, customer_id="acme"
+    )
+    assert fake.requests[-1].json()["metadata"] == {"team": "a", "cmdrdata_customer_id": "acme"}
+    with cmdrdata.customer("acme"):
+        client.responses.create(model="gpt-4.1", input="now", background=False)
+    assert "metadata" not in fake.requests[-1].json()
+    # another process (nothing remembered) that reads it back finished bills the customer it names
+    MEMORY.clear()
+    memory.clear()
+    body = background_response("completed", BG_USAGE)
+    body["metadata"] = {"team": "a", "cmdrdata_customer_id": "acme"}
+    fake.overrides[f"/v1/responses/{BG_ID}"] = reply(body)
+    with cmdrdata.customer("poller"):
+        client.responses.retrieve(BG_ID)
+    (event,) = memory.wire()
+    assert event["customer_id"] == "acme"
