@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import ssl
 import threading
@@ -193,13 +194,12 @@ class HttpTransport:
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
+_HEADER_SAFE = re.compile("[^\r\n\0\u0100-\U0010ffff]*")
+
+
 def _unsafe_header(value: str) -> bool:
     """True when `value` cannot go into a header line verbatim (control characters, non-Latin-1)."""
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return True
-    return any(ch in value for ch in "\r\n\0")
+    return _HEADER_SAFE.fullmatch(value) is None
 
 
 def _network_failure(exc: BaseException) -> SendResult:
