@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 _monotonic = time.monotonic
 NOTE_DELIVERY_EVERY = 10.0  # seconds between writes of the spool's "last delivery" stamp
 CLEAR_WITHIN = 0.05  # seconds: enough senders to empty the ready queue in about this long, no more
+STALL = 0.02  # seconds beyond 4 measured attempt times without an answer: the attempts in flight are stuck
 
 
 class Action(enum.Enum):
@@ -65,6 +66,7 @@ class SenderPool:
         self._waiting = [0]  # a new box per generation: threads of an old one decrement their own
         self.last_note = 0.0
         self.rtt = 0.0  # a moving average of one attempt's duration (seconds)
+        self.last_done = 0.0  # when the last attempt ended (monotonic)
         self._spawn = 0  # threads asked for under the lock, started by spawn_pending() outside it
         self._starting = 0  # of those, being started now
         self._named = 0
@@ -84,6 +86,8 @@ class SenderPool:
         rtt = self.rtt
         if rtt <= 0.0:  # nothing measured yet: as many as allowed
             return window
+        if state.in_flight and _monotonic() - self.last_done > 4 * rtt + STALL:
+            return window  # the attempts in flight hang: never let them hold up the rest
         need = int((len(state.ready) + state.in_flight) * rtt / CLEAR_WITHIN) + 1
         return max(1, min(window, need))
 
@@ -173,7 +177,9 @@ class SenderPool:
                     continue
                 if state.ready and state.in_flight < allowed and not self._too_late_locked(now):
                     if state.in_flight and state.in_flight >= self.wanted_locked():
-                        self._wait(None)  # enough in flight for this backlog: woken when it grows
+                        # enough in flight for this backlog: woken when it grows, or to look again
+                        # when the attempts in flight outlast what they should take
+                        self._wait(4 * self.rtt + STALL)
                         continue
                     item = state.ready.pop()
                     state.in_flight += 1
@@ -235,7 +241,8 @@ class SenderPool:
         started = _monotonic()
         try:
             result = self.transport.send(item.event_id, item.body, timeout)
-            self.rtt += (_monotonic() - started - self.rtt) * 0.2  # benign race: an estimate
+            done = self.last_done = _monotonic()
+            self.rtt += (done - started - self.rtt) * 0.2  # benign race: an estimate
         except Exception as exc:  # a third-party transport broke its contract: keep the event
             report_internal_error("transport send", exc)
             result = SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
 import pytest
 
 from cmdrdata_autopatch.events import WIRE_FIELDS, UsageEvent, assign_ids
+from cmdrdata_autopatch.exporter import BackgroundExporter
+from cmdrdata_autopatch.httptransport import HttpTransport
+from tests.cmdrdata_server import FakeCmdrData, Reply
 from tests.support import make_event
 
 
@@ -46,3 +50,25 @@ def test_non_finite_numbers_still_refuse_to_serialize() -> None:
     event = UsageEvent("chat.completions", 0.0, float("nan"))
     with pytest.raises(ValueError):
         event.to_json()
+
+
+def test_a_hanging_attempt_does_not_hold_up_the_others(exporters: list[Any]) -> None:
+    """With a near backend few senders are wanted (Little's law on the measured attempt time); one that
+    hangs must not make the events behind it wait for its read timeout."""
+    with FakeCmdrData(latency=0.0) as server:
+        transport = HttpTransport("tk-cost-0001", server.url, connect_timeout=1.0, read_timeout=30.0)
+        exporter = BackgroundExporter(transport, flush_interval=0.02, register_exit=False)
+        exporters.append(exporter)
+        for i in range(40):  # a measured attempt time of about a millisecond
+            exporter.record(make_event(i))
+        assert exporter.flush(10) == (40, 0)
+        server.script(Reply(hang=True))
+        for i in range(30):
+            exporter.record(make_event(100 + i))
+        started = time.monotonic()
+        assert server.wait_for_stored(40 + 29, timeout=10)
+        assert time.monotonic() - started < 5  # far below the 30 s read timeout of the hanging one
+        assert [r.outcome for r in server.received].count("hang") == 1
+        server.release()  # the hanging attempt fails (connection closed) and is retried
+        assert exporter.flush(10)[1] == 0
+        assert len(server.stored) == 70 and all(n == 1 for n in server.stored.values())
