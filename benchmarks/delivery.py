@@ -89,18 +89,6 @@ def thread_cpu() -> dict[int, float]:
     return out
 
 
-def runq_wait() -> float:
-    """Seconds this thread spent runnable but waiting for a core (schedstat's second field): time other
-    processes on a shared machine took from it, which is not ours to count. 0.0 where unknown."""
-    import threading
-
-    try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError, AttributeError):
-        return 0.0
-
-
 def split_by_thread(before: dict[int, float], after: dict[int, float], calls: int) -> dict[str, float]:
     """µs of CPU per call for the application's thread, the intake thread and the senders together."""
     import threading
@@ -257,7 +245,6 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
     results: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
     cpu: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
     splits: dict[str, list[dict[str, float]]] = {"bare": [], "memory": [], "http": []}
-    own_wall: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
     spool_dir = tempfile.mkdtemp(prefix="cmdrdata-bench-")
     for _ in range(blocks):
         for mode in ("bare", "memory", "http"):
@@ -266,7 +253,7 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
             elif mode == "http":
                 cmdrdata.patch(exporter="http", api_key=KEY, endpoint=url, spool_dir=spool_dir)
             calls = 0
-            threads0, runq0 = thread_cpu(), runq_wait()
+            threads0 = thread_cpu()
             cpu0, t0 = time.process_time(), time.perf_counter()
             while time.perf_counter() - t0 < block_seconds:
                 for _ in range(50):
@@ -278,7 +265,6 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
             results[mode].append(wall / calls * 1e6)
             cpu[mode].append((time.process_time() - cpu0) / calls * 1e6)
             splits[mode].append(split_by_thread(threads0, thread_cpu(), calls))
-            own_wall[mode].append((wall - (runq_wait() - runq0)) / calls * 1e6)
             if mode != "bare":
                 cmdrdata.shutdown(5)
                 cmdrdata.unpatch()
@@ -288,9 +274,6 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
         if rows and any(row["app"] for row in rows):
             out[f"{mode}_split"] = {key: median([row[key] for row in rows]) for key in rows[0]}
     out["load_average"] = os.getloadavg()[0]
-    out.update({f"{mode}_own": median(values) for mode, values in own_wall.items()})
-    out["http_added_own_us"] = out["http_own"] - out["bare_own"]
-    out["memory_added_own_us"] = out["memory_own"] - out["bare_own"]
     out["http_added_us"] = out["http"] - out["bare"]
     out["http_added_cpu_us"] = out["http_cpu"] - out["bare_cpu"]
     out["memory_added_cpu_us"] = out["memory_cpu"] - out["bare_cpu"]
@@ -389,12 +372,6 @@ def markdown(r: dict[str, Any]) -> str:
             "<= 50 us",
         ),
         ("added wall per OpenAI call, memory exporter (same run)", f"{busy['memory_added_us']:+.1f} us", ""),
-        (
-            "the same, less the app thread's waits for a core (schedstat): HTTP / memory exporter",
-            f"{busy['http_added_own_us']:+.1f} / {busy['memory_added_own_us']:+.1f} us "
-            f"({busy['bare_own']:.0f} -> {busy['http_own']:.0f} us/call)",
-            "<= 50 us",
-        ),
         *split_rows(busy),
         (
             "added process CPU per OpenAI call (includes delivery): memory / HTTP exporter",
