@@ -49,7 +49,8 @@ def exchange(sock: socket.socket, request: bytes, timeout: float) -> Answer:
     """Send `request` and read one answer. Raises `RemoteDisconnected` when the server closed the
     connection before answering (a stale keep-alive connection), `OSError` on network errors and
     timeouts, `ProtocolError` on a malformed answer."""
-    sock.settimeout(timeout)
+    if sock.gettimeout() != timeout:  # settimeout() is an ioctl that releases the GIL: only on a change
+        sock.settimeout(timeout)
     sock.sendall(request)
     data = sock.recv(_RECV)
     if not data:
