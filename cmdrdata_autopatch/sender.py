@@ -2,9 +2,10 @@
 
 Why threads and not an asyncio loop: the HTTP client's CPU per request is the cost that matters (it is taken
 from the application through the GIL), and a blocking `http.client` POST costs ~40 µs of CPU against ~230 µs
-for `httpx` (sync or async); a thread blocked on a socket holds no GIL and costs nothing. Threads are started
-on demand (one more only when every running sender is busy and the window allows it), sleep on a condition
-with no timeout when there is nothing to do, and are never joined.
+for `httpx` (sync or async); a thread blocked on a socket holds no GIL and costs nothing. Only as many
+senders are awake as the backlog needs (`wanted_locked`: Little's law on the measured attempt time, up to
+the window); threads are started on demand, sleep on a condition with no timeout when there is nothing to
+do, and are never joined.
 
 Each sender asks `next_action()` what to do (`Action`): send the oldest ready event, read a batch back from
 the spool (this process's own backlog first, then orphaned segments of dead processes, until none is
