@@ -3,11 +3,15 @@ answers with scripted bytes: framings, keep-alive rules, interim answers, Retry-
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Optional, Union
 
 import pytest
@@ -21,7 +25,8 @@ Pieces = Union[bytes, list[bytes]]
 class RawServer:
     """Reads each request (head + Content-Length body) and answers with the next scripted bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Optional[ssl.SSLContext] = None) -> None:
+        self.tls = tls
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -34,7 +39,7 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/events"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/api/events"
 
     def answer(self, reply: Pieces, close: bool = False) -> None:
         self.script.append((reply, close))
@@ -69,6 +74,11 @@ class RawServer:
 
     def _serve(self, conn: socket.socket) -> None:
         leftover = b""
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
         with conn:
             while True:
                 got = self._read_request(conn, leftover)
@@ -211,3 +221,29 @@ def test_a_silent_server_times_out_as_a_network_retry(server: RawServer) -> None
     result = t.send("id-1", b"{}")
     assert (result.outcome, result.reason) == (Outcome.RETRY, "network")
     assert time.monotonic() - started < 3.0
+
+
+def test_https_over_http11_reads_answers_through_tls(tmp_path: Path) -> None:
+    """The reader on a TLS socket (the production endpoint is https): framings and keep-alive alike."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl to make a self-signed certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    command = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert]
+    command += ["-days", "1", "-subj", "/CN=127.0.0.1"]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = RawServer(tls=context)
+    try:
+        server.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        server.answer(b"HTTP/1.1 429 Slow\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n")
+        t = HttpTransport("tk-test", server.url, read_timeout=5.0, verify=False, http2=False)
+        assert t.send("id-1", b"{}").outcome is Outcome.DELIVERED
+        slow = t.send("id-2", b"{}")
+        assert (slow.outcome, slow.retry_after) == (Outcome.RETRY, 3.0)
+        assert t.send("id-3", b"{}").outcome is Outcome.DELIVERED
+        assert server.connections == 1
+        t.close()
+    finally:
+        server.close()
