@@ -280,8 +280,10 @@ class UsageEvent:
             elif derived == "usage_details":
                 # the copy taken at call time, made JSON-safe here (None / private keys / NaN dropped)
                 values.append(clean(self.usage_details))
-            else:  # "sdk"
+            elif derived == "sdk":
                 values.append({"name": SDK_NAME, "version": __version__, "openai_version": _openai_version()})
+            else:  # a field named derived here but not computed above: read like a plain one
+                values.append(getattr(self, derived))
         wire = dict(zip(WIRE_FIELDS, values))
         self._wire = wire
         return wire
