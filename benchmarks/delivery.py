@@ -72,6 +72,38 @@ class RemoteServer:
         self.proc.wait(10)
 
 
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds of each thread of this process (Linux: /proc/self/task/*/schedstat, ns resolution;
+    /proc's tick-based stat cannot see a sender thread that runs 20 µs at a time). Empty elsewhere."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def split_by_thread(before: dict[int, float], after: dict[int, float], calls: int) -> dict[str, float]:
+    """µs of CPU per call for the application's thread, the intake thread and the senders together."""
+    import threading
+
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    out = {"app": 0.0, "intake": 0.0, "senders": 0.0}
+    for tid, seconds in after.items():
+        name = names.get(tid, "")
+        group = "app" if name == "MainThread" else "intake" if name == "cmdrdata-intake" else "senders"
+        if group == "senders" and not name.startswith("cmdrdata-sender"):
+            continue  # a thread of something else (none expected)
+        out[group] += (seconds - before.get(tid, 0.0)) / calls * 1e6
+    return out
+
+
 def pipeline(url: str, **kwargs: Any) -> BackgroundExporter:
     kwargs.setdefault("register_exit", False)
     kwargs.setdefault("spool", Spool(tempfile.mkdtemp(prefix="cmdrdata-bench-")))
@@ -129,6 +161,7 @@ def stage_costs(url: str, n: int = 2000) -> dict[str, float]:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
+    post_parse = _post_http_client_parser(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, bodies)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
@@ -157,9 +190,43 @@ def stage_costs(url: str, n: int = 2000) -> dict[str, float]:
         "write_ahead_us": write_ahead,
         "ack_us": ack,
         "post_http_client_us": post_stdlib,
+        "post_http_client_parser_us": post_parse,
         "post_request_us": post_request,
         "post_httpx_us": post_httpx,
     }
+
+
+def _post_http_client_parser(host: str, port: int, path: str, bodies: list[tuple[str, bytes]]) -> float:
+    """The second release's first exchange, for comparison: the head built once, the answer parsed by
+    `http.client.HTTPResponse` (its headers through the `email` package). µs of CPU per POST."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port)
+    conn.connect()
+    sock = conn.sock
+    prefix = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nUser-Agent: bench\r\nAccept-Encoding: identity\r\n"
+        "Idempotency-Key: "
+    ).encode("latin-1")
+
+    def post(event_id: str, body: bytes) -> None:
+        sock.sendall(
+            b"".join((prefix, event_id.encode(), b"\r\nContent-Length: %d\r\n\r\n" % len(body), body))
+        )
+        response = http.client.HTTPResponse(sock, method="POST")
+        response.begin()
+        response.read()
+        response.close()
+
+    for event_id, body in bodies[:50]:
+        post(event_id, body)
+    t0 = time.process_time()
+    for event_id, body in bodies:
+        post(event_id, body)
+    spent = (time.process_time() - t0) / len(bodies) * 1e6
+    conn.close()
+    return spent
 
 
 def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str, Any]:
@@ -177,6 +244,7 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
         call()
     results: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
     cpu: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
+    splits: dict[str, list[dict[str, float]]] = {"bare": [], "memory": [], "http": []}
     spool_dir = tempfile.mkdtemp(prefix="cmdrdata-bench-")
     for _ in range(blocks):
         for mode in ("bare", "memory", "http"):
@@ -185,6 +253,7 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
             elif mode == "http":
                 cmdrdata.patch(exporter="http", api_key=KEY, endpoint=url, spool_dir=spool_dir)
             calls = 0
+            threads0 = thread_cpu()
             cpu0, t0 = time.process_time(), time.perf_counter()
             while time.perf_counter() - t0 < block_seconds:
                 for _ in range(50):
@@ -195,11 +264,15 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
             wall = time.perf_counter() - t0
             results[mode].append(wall / calls * 1e6)
             cpu[mode].append((time.process_time() - cpu0) / calls * 1e6)
+            splits[mode].append(split_by_thread(threads0, thread_cpu(), calls))
             if mode != "bare":
                 cmdrdata.shutdown(5)
                 cmdrdata.unpatch()
     out: dict[str, Any] = {mode: median(values) for mode, values in results.items()}
     out.update({f"{mode}_cpu": median(values) for mode, values in cpu.items()})
+    for mode, rows in splits.items():
+        if rows and any(row["app"] for row in rows):
+            out[f"{mode}_split"] = {key: median([row[key] for row in rows]) for key in rows[0]}
     out["load_average"] = os.getloadavg()[0]
     out["http_added_us"] = out["http"] - out["bare"]
     out["http_added_cpu_us"] = out["http_cpu"] - out["bare_cpu"]
@@ -246,12 +319,14 @@ def record_busy(n: int = 3000) -> dict[str, float]:
     return {"p50_us": samples[len(samples) // 2] / 1000, "p99_us": samples[int(len(samples) * 0.99)] / 1000}
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, busy_only: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"env": environment()}
     with RemoteServer(0.0) as server:
         results["stages"] = stage_costs(server.url)
         results["cpu_idle"] = cpu_per_event(server.url, 2000 if quick else 5000)
         results["busy"] = busy_app(server.url, blocks=3 if quick else 7)
+    if busy_only:
+        return results
     results["throughput"] = [
         throughput(0.0, 3000),
         throughput(0.05, 1000),
@@ -262,6 +337,24 @@ def run(quick: bool) -> dict[str, Any]:
     results["record_busy"] = record_busy()
     results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
+
+
+def split_rows(busy: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The busy caller's CPU per call, per thread (Linux only)."""
+    http, bare = busy.get("http_split"), busy.get("bare_split")
+    if not http or not bare:
+        return []
+    memory = busy.get("memory_split") or {"app": float("nan")}
+    background = http["intake"] + http["senders"]
+    return [
+        (
+            "busy caller, CPU per call by thread, HTTP exporter: app / intake / senders",
+            f"{http['app']:.0f} / {http['intake']:.1f} / {http['senders']:.1f} us "
+            f"(app thread bare {bare['app']:.0f}, memory exporter {memory['app']:.0f})",
+            "",
+        ),
+        ("busy caller, background CPU per delivered event (intake + senders)", f"{background:.1f} us", ""),
+    ]
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -279,6 +372,7 @@ def markdown(r: dict[str, Any]) -> str:
             "<= 50 us",
         ),
         ("added wall per OpenAI call, memory exporter (same run)", f"{busy['memory_added_us']:+.1f} us", ""),
+        *split_rows(busy),
         (
             "added process CPU per OpenAI call (includes delivery): memory / HTTP exporter",
             f"{busy['memory_added_cpu_us']:+.0f} / {busy['http_added_cpu_us']:+.0f} us "
@@ -319,7 +413,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| `event.to_json()` | {s['serialize_us']:.1f} |",
         f"| write-ahead append (batches of 100) | {s['write_ahead_us']:.1f} |",
         f"| ack log line | {s['ack_us']:.1f} |",
-        f"| POST, `HttpTransport` (head built once, `http.client` parses) | {s['post_http_client_us']:.1f} |",
+        f"| POST, `HttpTransport` (head built once, `http1.py` reads the answer) "
+        f"| {s['post_http_client_us']:.1f} |",
+        f"| the same POST, head built once, `http.client` parses the answer "
+        f"| {s['post_http_client_parser_us']:.1f} |",
         f"| the same POST with `http.client` `request()` | {s['post_request_us']:.1f} |",
         f"| the same POST through `httpx.Client` (the first release) | {s['post_httpx_us']:.1f} |",
     ]
@@ -333,9 +430,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--docs", action="store_true", help="write the docs/performance.md section")
     parser.add_argument("--quick", action="store_true", help="fewer events and blocks")
+    parser.add_argument(
+        "--busy", action="store_true", help="only the stages, the idle CPU and the busy caller (as JSON)"
+    )
     args = parser.parse_args()
-    results = run(args.quick)
-    if args.json:
+    results = run(args.quick, busy_only=args.busy)
+    if args.json or args.busy:
         print(json.dumps(results, indent=2, default=str))
     else:
         print(markdown(results))

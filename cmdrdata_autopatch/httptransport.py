@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import ssl
 import threading
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 from .config import DEFAULT_ENDPOINT
 from .diagnostics import redact, report_internal_error
+from .http1 import exchange
 from .transports import USER_AGENT, Outcome, SendResult, result_for
 
 __all__ = ["HttpTransport"]
@@ -29,14 +31,15 @@ class HttpTransport:
     """POST one event to the CmdrData events API over a pool of keep-alive connections.
 
     Up to `max_connections` requests run at once (one per sender thread), each on a connection taken from a
-    LIFO pool and put back after a complete response. HTTP/1.1 goes through the standard library's
-    `http.client` with the headers built once: measured on loopback it costs ~40 µs of CPU per POST
-    against ~230 µs for the same POST through `httpx.Client` (docs/performance.md), and every µs here is
-    taken from the application through the GIL. When the `h2` package is installed (the `h2` extra) and
+    LIFO pool and put back after a complete response. HTTP/1.1: `http.client` opens the connection (TLS,
+    proxy tunnel); each POST then writes a request head built once and reads the answer with `http1.py`'s
+    minimal reader: measured on loopback ~15 µs of CPU per POST, against ~40 µs with `http.client`
+    parsing the answer and ~230 µs through `httpx.Client` (docs/performance.md); every µs here is taken
+    from the application through the GIL. When the `h2` package is installed (the `h2` extra) and
     the endpoint is https, requests go through one `httpx.Client(http2=True)` instead: with a server that
     offers HTTP/2 (ALPN), all senders share one multiplexed connection; without it httpx falls back to
     HTTP/1.1. The trade-off: the httpx path costs httpx's per-request CPU (~250-300 µs of CPU
-    per POST measured over HTTP/1.1, against ~30-60 µs here), so `http2=False` (or not installing `h2`)
+    per POST measured over HTTP/1.1, against ~15 µs here), so `http2=False` (or not installing `h2`)
     is the cheaper choice when the backend is near; HTTP/2 pays off when it is far and many events are in
     flight on one connection. `HTTPS_PROXY`/`NO_PROXY` are honoured (CONNECT tunnel). Connections are
     opened lazily, and forgotten (never closed under the parent's feet) in a forked child.
@@ -142,7 +145,10 @@ class HttpTransport:
                     conn.connect()
                     if conn.sock is not None:
                         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                response = self._exchange(conn, request, read)
+                sock = conn.sock
+                if sock is None:
+                    raise http.client.NotConnected("no socket")
+                answer = exchange(sock, request, read)
             except _STALE as exc:
                 _close(conn)
                 if reused and attempt == 0:  # the server closed an idle keep-alive connection: once more
@@ -155,30 +161,9 @@ class HttpTransport:
                 _close(conn)
                 report_internal_error("http transport", exc)
                 return SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))
-            self._release(conn, response.will_close)
-            return result_for(response.status, response.getheader("Retry-After"))
+            self._release(conn, answer.will_close)
+            return result_for(answer.status, answer.retry_after)
         return SendResult(Outcome.RETRY, reason="network", detail="connection closed")  # pragma: no cover
-
-    @staticmethod
-    def _exchange(conn: http.client.HTTPConnection, request: bytes, read: float) -> http.client.HTTPResponse:
-        """Write the prebuilt request on the connection's socket; parse the answer with `http.client`.
-
-        `HTTPConnection.request()` re-validates and re-joins every header on every call, about half of the
-        CPU of a POST; only its connection set-up (TLS, proxy tunnel) and its response parser (chunked
-        bodies, keep-alive rules) are used here.
-        """
-        sock = conn.sock
-        if sock is None:
-            raise http.client.NotConnected("no socket")
-        sock.settimeout(read)
-        sock.sendall(request)
-        response = http.client.HTTPResponse(sock, method="POST")
-        try:
-            response.begin()
-            response.read()
-        finally:
-            response.close()
-        return response
 
     def _release(self, conn: http.client.HTTPConnection, will_close: bool) -> None:
         if will_close:
@@ -209,13 +194,12 @@ class HttpTransport:
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
+_HEADER_SAFE = re.compile("[^\r\n\0\u0100-\U0010ffff]*")
+
+
 def _unsafe_header(value: str) -> bool:
     """True when `value` cannot go into a header line verbatim (control characters, non-Latin-1)."""
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return True
-    return any(ch in value for ch in "\r\n\0")
+    return _HEADER_SAFE.fullmatch(value) is None
 
 
 def _network_failure(exc: BaseException) -> SendResult:

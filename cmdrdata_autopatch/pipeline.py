@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from . import _process
 from .diagnostics import logger, report_internal_error
 from .drain import Drains
+from .events import UsageEvent, assign_ids
 from .pending import DeliveryState, Item, Lifecycle
 from .recorder import RecorderBase
 from .retry import Backoff, Health
@@ -278,8 +279,10 @@ class DeliveryPipeline(Drains, RecorderBase):
         self._first_seen = None
         return batch
 
-    def _serialize(self, event: Any) -> bytes:
+    def _serialize(self, event: Any) -> Record:
         body: bytes = event.to_json()
+        # a UsageEvent's id is in its wire dict, cached by to_json(): no second uuid formatting
+        event_id = str(event.to_wire()["event_id"] if isinstance(event, UsageEvent) else event.event_id)
         if len(body) > self._max_event_bytes:
             wire = json.loads(body)
             if isinstance(wire, dict) and wire.get("metadata") is not None:  # billing fields are never cut
@@ -288,15 +291,19 @@ class DeliveryPipeline(Drains, RecorderBase):
                 body = json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
                 with self._state.lock:
                     self._state.ledger.truncated += 1
-        return body
+        return event_id, body
 
     def _intake(self, batch: list[Any]) -> None:
         """Serialize outside the lock, write ahead, then admit under the lock."""
         records: list[Record] = []
         invalid = 0
+        try:
+            assign_ids(batch)  # one os.urandom (a GIL release) per batch, not one per event
+        except Exception as exc:
+            report_internal_error("draw event ids", exc)
         for event in batch:
             try:
-                records.append((str(event.event_id), self._serialize(event)))
+                records.append(self._serialize(event))
             except Exception as exc:  # ValueError (non-finite numbers), or a broken event
                 invalid += 1
                 report_internal_error("serialize event", exc)

@@ -2,9 +2,10 @@
 
 Why threads and not an asyncio loop: the HTTP client's CPU per request is the cost that matters (it is taken
 from the application through the GIL), and a blocking `http.client` POST costs ~40 µs of CPU against ~230 µs
-for `httpx` (sync or async); a thread blocked on a socket holds no GIL and costs nothing. Threads are started
-on demand (one more only when every running sender is busy and the window allows it), sleep on a condition
-with no timeout when there is nothing to do, and are never joined.
+for `httpx` (sync or async); a thread blocked on a socket holds no GIL and costs nothing. Only as many
+senders are awake as the backlog needs (`wanted_locked`: Little's law on the measured attempt time, up to
+the window); threads are started on demand, sleep on a condition with no timeout when there is nothing to
+do, and are never joined.
 
 Each sender asks `next_action()` what to do (`Action`): send the oldest ready event, read a batch back from
 the spool (this process's own backlog first, then orphaned segments of dead processes, until none is
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 NOTE_DELIVERY_EVERY = 10.0  # seconds between writes of the spool's "last delivery" stamp
+CLEAR_WITHIN = 0.05  # seconds: enough senders to empty the ready queue in about this long, no more
+STALL = 0.02  # seconds beyond 4 measured attempt times without an answer: the attempts in flight are stuck
 
 
 class Action(enum.Enum):
@@ -64,19 +67,41 @@ class SenderPool:
         self._waiting = [0]  # a new box per generation: threads of an old one decrement their own
         self.last_note = 0.0
         self.rtt = 0.0  # a moving average of one attempt's duration (seconds)
+        self.last_done = 0.0  # when the last attempt ended (monotonic)
         self._spawn = 0  # threads asked for under the lock, started by spawn_pending() outside it
         self._starting = 0  # of those, being started now
         self._named = 0
 
     # -- threads -------------------------------------------------------------------------------------
 
-    def wake_locked(self) -> None:
-        """Work arrived: wake a waiting sender, or start one more if all are busy and the window allows."""
+    def wanted_locked(self) -> int:
+        """How many POSTs should be in flight for the work waiting: Little's law on the measured attempt
+        time, so that the ready queue empties within `CLEAR_WITHIN`, at least one, at most the window.
+
+        Every sender beyond that costs GIL hand-offs: with the backend on loopback (or a CPU-bound
+        application making attempts slow) 16 threads each took one event per GIL acquisition, and the
+        senders' CPU per event was ~30% higher than with 2-4 (benchmarks/delivery.py). With a far backend
+        the same law asks for the whole window (at 50 ms, 16 in flight from a backlog of 16 events)."""
         state = self.state
+        window = state.health.window
+        rtt = self.rtt
+        if rtt <= 0.0:  # nothing measured yet: as many as allowed
+            return window
+        if state.in_flight and _monotonic() - self.last_done > 4 * rtt + STALL:
+            return window  # the attempts in flight hang: never let them hold up the rest
+        need = int((len(state.ready) + state.in_flight) * rtt / CLEAR_WITHIN) + 1
+        return max(1, min(window, need))
+
+    def wake_locked(self) -> None:
+        """Work arrived: wake a waiting sender, or start one more if all are busy and the window allows,
+        unless the senders already awake are enough for the backlog (`wanted_locked`)."""
+        state = self.state
+        alive = len(self.threads) + self._spawn
+        if state.in_flight and alive - self._waiting[0] >= self.wanted_locked():
+            return  # the senders awake take the next events as they finish theirs
         if self._waiting[0] > 0:
             state.send_cv.notify()
             return
-        alive = len(self.threads) + self._spawn
         # one more sender only when the backlog outgrows the ones running: at a trickle (or a backend with
         # no latency) two threads keep up, and every extra thread costs GIL hand-offs in the application
         if alive < state.health.max_in_flight and (len(state.ready) > 2 * alive or not alive):
@@ -152,6 +177,11 @@ class SenderPool:
                     self._wait(max(0.001, state.health.pause_end(state.exiting) - now))
                     continue
                 if state.ready and state.in_flight < allowed and not self._too_late_locked(now):
+                    if state.in_flight and state.in_flight >= self.wanted_locked():
+                        # enough in flight for this backlog: woken when it grows, or to look again
+                        # when the attempts in flight outlast what they should take
+                        self._wait(4 * self.rtt + STALL)
+                        continue
                     item = state.ready.pop()
                     state.in_flight += 1
                     state.in_flight_local += item.local
@@ -212,7 +242,8 @@ class SenderPool:
         started = _monotonic()
         try:
             result = self.transport.send(item.event_id, item.body, timeout)
-            self.rtt += (_monotonic() - started - self.rtt) * 0.2  # benign race: an estimate
+            done = self.last_done = _monotonic()
+            self.rtt += (done - started - self.rtt) * 0.2  # benign race: an estimate
         except Exception as exc:  # a third-party transport broke its contract: keep the event
             report_internal_error("transport send", exc)
             result = SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))

@@ -88,11 +88,17 @@ def classify(status: int) -> Outcome:
     return Outcome.RETRY
 
 
+_DELIVERED_BY_STATUS: dict[int, SendResult] = {}  # results are immutable: one per status, not per event
+
+
 def result_for(status: int, retry_after_header: Optional[str]) -> SendResult:
     """The `SendResult` for an HTTP answer (the classification table in the module docstring)."""
+    done = _DELIVERED_BY_STATUS.get(status)
+    if done is not None:
+        return done
     outcome = classify(status)
     if outcome is Outcome.DELIVERED:
-        return SendResult(outcome, status=status)
+        return _DELIVERED_BY_STATUS.setdefault(status, SendResult(outcome, status=status))
     retry_after = parse_retry_after(retry_after_header)
     reason = f"rejected_{status}" if outcome is Outcome.REJECTED else f"http_{status}"
     return SendResult(outcome, status=status, retry_after=retry_after, reason=reason, detail=f"HTTP {status}")
