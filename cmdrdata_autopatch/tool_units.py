@@ -60,14 +60,16 @@ def response_units(response: Any) -> Optional[dict[str, Any]]:
     """The hosted-tool units of one Responses `Response` (None when it used no billed tool)."""
     units: dict[str, Any] = {}
     tool_usage = _get(response, "tool_usage")
-    searches = count(_get(_get(tool_usage, "web_search"), "num_requests"))
-    image_gen = _get(tool_usage, "image_gen")
-    for unit, name in _IMAGE_GEN:
-        value = count(_get(image_gen, name))
-        if value:
-            units[unit] = value
+    searches = None
+    if tool_usage is not None:  # (absent on most responses: the common case skips these reads)
+        searches = count(_get(_get(tool_usage, "web_search"), "num_requests"))
+        image_gen = _get(tool_usage, "image_gen")
+        for unit, name in _IMAGE_GEN:
+            value = count(_get(image_gen, name))
+            if value:
+                units[unit] = value
     web_calls = file_calls = 0
-    containers: set[str] = set()
+    containers: Optional[set[str]] = None
     output = _get(response, "output")
     for item in output if isinstance(output, (list, tuple)) else ():
         kind = _get(item, "type")
@@ -76,6 +78,7 @@ def response_units(response: Any) -> Optional[dict[str, Any]]:
         elif kind == "file_search_call":
             file_calls += 1
         elif kind == "code_interpreter_call":
+            containers = containers or set()
             containers.add(str(_get(item, "container_id") or _get(item, "id")))
     if searches is None:
         searches = web_calls
