@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import time
+import types
 from typing import Any, Callable
 
 from .attribution import bill_to, context_now, hand_down, take_our_kwargs
@@ -39,6 +40,7 @@ _perf = time.perf_counter  # latency
 _inside_get = inside_call.get  # the nesting guard, read first on every call
 _inside_set = inside_call.set
 _inside_reset = inside_call.reset
+_Coroutine = types.CoroutineType  # what an SDK `async def` method returns: checked before isawaitable
 
 # Result types known to be billed as they are (not a stream, not a raw response): one set probe per call.
 _plain_types: set[type] = set()
@@ -194,15 +196,56 @@ def _sync_wrapper(rt: Runtime, row: _Row) -> Wrapper:
             raise
         latency = _perf() - start
         _inside_reset(token)
-        if type(result) in _plain_types or _is_plain(rt, type(result)):
+        if type(result) in _plain_types or _is_plain(rt, type(result)):  # `_after_fast`, inline
             client = getattr(instance, "_client", None)
-            customer = ctx[0] or rt.default_customer
-            record_plain(api, usage_kind, client, kwargs, result, recorder, customer, ctx[1], wall, latency)
+            payer = ctx[0] or rt.default_customer
+            record_plain(api, usage_kind, client, kwargs, result, recorder, payer, ctx[1], wall, latency)
             return result
         call = _plain_call(rt, row, instance, kwargs, recorder, ctx, wall, start)
         return observe(rt, call, result, latency)
 
     return sync_wrapper
+
+
+def _after_fast(
+    rt: Runtime,
+    row: _Row,
+    instance: Any,
+    kwargs: dict[str, Any],
+    recorder: Any,
+    ctx: Any,
+    wall: float,
+    start: float,
+    latency: float,
+    result: Any,
+) -> Any:
+    """A fast-path call returned: a plain result becomes its event now, anything else is observed."""
+    if type(result) in _plain_types or _is_plain(rt, type(result)):
+        client = getattr(instance, "_client", None)
+        customer = ctx[0] or rt.default_customer
+        record_plain(
+            row.api, row.usage_kind, client, kwargs, result, recorder, customer, ctx[1], wall, latency
+        )
+        return result
+    return observe(rt, _plain_call(rt, row, instance, kwargs, recorder, ctx, wall, start), result, latency)
+
+
+async def _await_fast(
+    rt: Runtime, row: _Row, instance: Any, kwargs: dict[str, Any], recorder: Any, ctx: Any, awaitable: Any
+) -> Any:
+    """The async fast path: the clock and the guard start when the request does (at the await)."""
+    token = _inside_set(True)
+    wall = _time()
+    start = _perf()
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        _inside_reset(token)
+        _plain_call(rt, row, instance, kwargs, recorder, ctx, wall, start).record_error(exc)
+        raise
+    latency = _perf() - start
+    _inside_reset(token)
+    return _after_fast(rt, row, instance, kwargs, recorder, ctx, wall, start, latency, result)
 
 
 def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
@@ -225,10 +268,9 @@ def _async_wrapper(rt: Runtime, row: _Row) -> Wrapper:
         if recorder is None or _inside_get():
             return wrapped(*args, **kwargs)
         result = _untracked(wrapped, args, kwargs)  # a coroutine: nothing has been sent yet
-        if not inspect.isawaitable(result):
+        if type(result) is not _Coroutine and not inspect.isawaitable(result):
             return result
-        call = _plain_call(rt, row, instance, kwargs, recorder, context_now(), 0.0, 0.0)
-        return await_observed(rt, call, result)
+        return _await_fast(rt, row, instance, kwargs, recorder, context_now(), result)
 
     return async_wrapper
 
