@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from . import context
+from .runtime import Runtime
 
 # How a `.stream()` helper hands `customer_id=` down to the `create` it calls later (at the manager's
 # `__enter__`, possibly in another context): an opaque token in `extra_headers`, which the `create` wrapper
@@ -35,6 +36,21 @@ def bill_to(customer_id: Any, metadata: Any, ctx: Any, default: str | None) -> t
     if block:
         metadata = {**block, **metadata} if metadata else block
     return customer_id, metadata
+
+
+def who_pays(rt: Runtime, instance: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, Any, Any] | None:
+    """Take our keywords out of a call's `kwargs` (ValueError on a bad one: the caller's mistake), then
+    (client, recorder, customer, metadata) of a call that is recorded; None for `track_usage=False` or a
+    client no recorder serves. The one setup shared by the resource wrappers and the object rows."""
+    customer_id, metadata, track = take_our_kwargs(kwargs)
+    if not track:
+        return None
+    client = getattr(instance, "_client", None)
+    recorder = rt.recorder_for(client)
+    if recorder is None:
+        return None
+    customer_id, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
+    return client, recorder, customer_id, metadata
 
 
 def take_our_kwargs(kwargs: dict[str, Any]) -> tuple[Any, Any, bool]:

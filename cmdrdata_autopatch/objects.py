@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .attribution import bill_to, context_now, take_our_kwargs
+from .attribution import take_our_kwargs, who_pays
 from .diagnostics import report_internal_error
 from .events import UsageEvent
 from .object_billing import (
@@ -112,15 +112,11 @@ def _stream(rt: Runtime, read: _Read, stream: Any) -> Any:
 def _begin(
     rt: Runtime, target: Target, wrapped: Any, instance: Any, kwargs: dict[str, Any]
 ) -> Optional[_Read]:
-    customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
-    if not track:
+    payer = who_pays(rt, instance, kwargs)  # ValueError on bad input: the caller's
+    if payer is None:
         return None
-    client = getattr(instance, "_client", None)
-    recorder = rt.recorder_for(client)
-    if recorder is None:
-        return None
+    client, recorder, customer, metadata = payer
     try:
-        customer, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
         if target.role == "create":
             write_customer_metadata(rt.object_metadata, kwargs, customer, wrapped)
         return _Read(target.api, target.reads or "", client, recorder, customer, metadata)

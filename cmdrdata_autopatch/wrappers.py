@@ -23,7 +23,7 @@ import time
 import types
 from typing import Any, Callable
 
-from .attribution import bill_to, context_now, hand_down, take_our_kwargs
+from .attribution import context_now, hand_down, take_our_kwargs, who_pays
 from .diagnostics import report_internal_error
 from .object_billing import write_customer_metadata
 from .observe import Call, inject_stream_usage, observe, raw_mode, record_plain
@@ -91,15 +91,11 @@ class _Row:
 
 def _prepare(rt: Runtime, row: _Row, wrapped: Any, instance: Any, kwargs: dict[str, Any]) -> Call | None:
     """Everything before the original runs on the full path. None means "call through, record nothing"."""
-    customer_id, metadata, track = take_our_kwargs(kwargs)  # ValueError on bad input: the caller's
-    if not track:
+    payer = who_pays(rt, instance, kwargs)  # ValueError on bad input: the caller's
+    if payer is None:
         return None
-    client = getattr(instance, "_client", None)
-    recorder = rt.recorder_for(client)
-    if recorder is None:
-        return None
+    client, recorder, customer_id, metadata = payer
     try:
-        customer_id, metadata = bill_to(customer_id, metadata, context_now(), rt.default_customer)
         if rt.object_metadata and kwargs.get("background") is True:  # read back finished, maybe elsewhere
             write_customer_metadata(True, kwargs, customer_id, wrapped)
         call = Call(row.api, row.kinds, client, kwargs, customer_id, metadata, recorder, 0.0, 0.0)
@@ -167,7 +163,6 @@ async def _await_untracked(awaitable: Any) -> Any:
 
 
 def _sync_wrapper(rt: Runtime, row: _Row) -> Wrapper:
-    api, usage_kind = row.api, row.usage_kind
 
     def slow_sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _inside_get():
@@ -196,13 +191,7 @@ def _sync_wrapper(rt: Runtime, row: _Row) -> Wrapper:
             raise
         latency = _perf() - start
         _inside_reset(token)
-        if type(result) in _plain_types or _is_plain(rt, type(result)):  # `_after_fast`, inline
-            client = getattr(instance, "_client", None)
-            payer = ctx[0] or rt.default_customer
-            record_plain(api, usage_kind, client, kwargs, result, recorder, payer, ctx[1], wall, latency)
-            return result
-        call = _plain_call(rt, row, instance, kwargs, recorder, ctx, wall, start)
-        return observe(rt, call, result, latency)
+        return _after_fast(rt, row, instance, kwargs, recorder, ctx, wall, start, latency, result)
 
     return sync_wrapper
 
