@@ -20,8 +20,7 @@ from .derived import SessionEvent, derived_event_id, first_time
 from .events import UsageEvent
 from .recorder import emit
 from .resolve import cached_provider_of, fill_from_result
-from .tool_units import count
-from .usage import get
+from .usage import count, get
 
 logger = logging.getLogger("cmdrdata_autopatch")
 

@@ -17,8 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .tool_units import MAX_SANE, count, response_units
-from .usage import get
+from .tool_units import response_units
+from .usage import MAX_SANE_TOKENS as MAX_SANE
+from .usage import count, get
 
 _MAX_DEPTH = 8
 

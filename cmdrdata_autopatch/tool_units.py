@@ -24,62 +24,35 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-MAX_SANE = 1 << 40
+from .usage import count, get_field
 
 _IMAGE_GEN = (("image_gen_input_tokens", "input_tokens"), ("image_gen_output_tokens", "output_tokens"))
-
-
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    try:
-        if isinstance(obj, dict):
-            return obj.get(name)
-        value = getattr(obj, name, None)
-        if value is None:  # a field newer than the installed SDK lives in pydantic's extras
-            extra = getattr(obj, "__pydantic_extra__", None)
-            if isinstance(extra, dict):
-                value = extra.get(name)
-        return value
-    except Exception:
-        return None
-
-
-def count(value: Any) -> Optional[int]:
-    """A sane non-negative integer count (an integral float counts), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value < MAX_SANE else None
-    if isinstance(value, float) and value.is_integer() and 0 <= value < MAX_SANE:
-        return int(value)
-    return None
 
 
 def response_units(response: Any) -> Optional[dict[str, Any]]:
     """The hosted-tool units of one Responses `Response` (None when it used no billed tool)."""
     units: dict[str, Any] = {}
-    tool_usage = _get(response, "tool_usage")
+    tool_usage = get_field(response, "tool_usage")
     searches = None
     if tool_usage is not None:  # (absent on most responses: the common case skips these reads)
-        searches = count(_get(_get(tool_usage, "web_search"), "num_requests"))
-        image_gen = _get(tool_usage, "image_gen")
+        searches = count(get_field(get_field(tool_usage, "web_search"), "num_requests"))
+        image_gen = get_field(tool_usage, "image_gen")
         for unit, name in _IMAGE_GEN:
-            value = count(_get(image_gen, name))
+            value = count(get_field(image_gen, name))
             if value:
                 units[unit] = value
     web_calls = file_calls = 0
     containers: Optional[set[str]] = None
-    output = _get(response, "output")
+    output = get_field(response, "output")
     for item in output if isinstance(output, (list, tuple)) else ():
-        kind = _get(item, "type")
+        kind = get_field(item, "type")
         if kind == "web_search_call":
             web_calls += 1
         elif kind == "file_search_call":
             file_calls += 1
         elif kind == "code_interpreter_call":
             containers = containers or set()
-            containers.add(str(_get(item, "container_id") or _get(item, "id")))
+            containers.add(str(get_field(item, "container_id") or get_field(item, "id")))
     if searches is None:
         searches = web_calls
     if searches:

@@ -69,6 +69,16 @@ def get(obj: Any, name: str) -> Any:
         return None
 
 
+def get_field(obj: Any, name: str) -> Any:
+    """`get`, plus a field newer than the installed SDK (pydantic keeps it in `__pydantic_extra__`)."""
+    value = get(obj, name)
+    if value is None and obj is not None and not isinstance(obj, dict):
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if isinstance(extra, dict):
+            value = extra.get(name)
+    return value
+
+
 def _plain(value: Any, depth: int) -> Any:
     """A JSON-safe copy of one value of a usage object (None when it holds nothing usable)."""
     kind = type(value)
@@ -182,7 +192,7 @@ def usable(details: dict[str, Any] | None) -> bool:
         if type(value) is int:
             if 0 <= value < MAX_SANE_TOKENS:
                 return True
-        elif value is not None and _count(value) is not None:
+        elif value is not None and count(value) is not None:
             return True
     return _seconds(get_("seconds")) is not None or _seconds(get_("duration")) is not None
 
@@ -213,8 +223,8 @@ def clean(obj: Any, depth: int = 0) -> dict[str, Any] | None:
     return out
 
 
-def _count(value: Any) -> int | None:
-    """A token count if `value` is a sane non-negative integer (or an integral float), else None."""
+def count(value: Any) -> int | None:
+    """A count (tokens, searches...): a sane non-negative integer (an integral float counts), else None."""
     if type(value) is int:
         return value if 0 <= value < MAX_SANE_TOKENS else None
     if isinstance(value, float) and value.is_integer() and 0 <= value < MAX_SANE_TOKENS:
@@ -224,7 +234,7 @@ def _count(value: Any) -> int | None:
 
 def _first_count(obj: dict[str, Any], *names: str) -> int | None:
     for name in names:
-        value = _count(obj.get(name))
+        value = count(obj.get(name))
         if value is not None:
             return value
     return None
@@ -258,12 +268,12 @@ def numbers(details: dict[str, Any] | None) -> Usage | None:
     inp = _first_count(details, "prompt_tokens", "input_tokens")
     out = _first_count(details, "completion_tokens", "output_tokens")
     total = _first_count(details, "total_tokens")
-    cached = _count(
+    cached = count(
         _sub(details, "prompt_tokens_details", "input_tokens_details", "input_token_details").get(
             "cached_tokens"
         )
     )
-    reasoning = _count(
+    reasoning = count(
         _sub(details, "completion_tokens_details", "output_tokens_details", "output_token_details").get(
             "reasoning_tokens"
         )
