@@ -131,11 +131,15 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
     if target.role == "block":  # a helper that calls object rows itself: see object_blocks.py
         return make_block_wrappers()
 
-    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        nested = inside_call.get()
-        read = None if nested else _begin(rt, target, wrapped, instance, kwargs)
-        if nested or read is None:
+    def start(wrapped: Any, instance: Any, kwargs: dict[str, Any]) -> Optional[_Read]:
+        """Who pays, unless nested in a billed call; our keywords never reach OpenAI either way."""
+        read = None if inside_call.get() else _begin(rt, target, wrapped, instance, kwargs)
+        if read is None:
             take_our_kwargs(kwargs)
+        return read
+
+    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        read = start(wrapped, instance, kwargs)
         token = inside_call.set(True)
         try:
             result = wrapped(*args, **kwargs)
@@ -152,10 +156,7 @@ def make_object_wrappers(target: Target, rt: Runtime) -> tuple[Wrapper, Wrapper]
         return result if read is None else _after(rt, target, read, result)
 
     def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        nested = inside_call.get()
-        read = None if nested else _begin(rt, target, wrapped, instance, kwargs)
-        if nested or read is None:
-            take_our_kwargs(kwargs)
+        read = start(wrapped, instance, kwargs)
         token = inside_call.set(True)
         try:
             result = wrapped(*args, **kwargs)  # a coroutine (nothing sent yet), or a lazy paginator
