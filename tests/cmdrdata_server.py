@@ -292,8 +292,10 @@ class FakeCmdrDataH2:
     """The same fake over HTTP/2 with TLS (ALPN `h2`), for the HTTP/2 multiplexing test.
 
     Answers every request with 200 after `latency`, records what it saw in `received` (event id, headers,
-    client port), and tracks how many streams it held open at once (`max_concurrent_streams`). The
-    certificate is self-signed (clients use `verify=False`; loopback only). Needs the `h2` package.
+    client port), and tracks how many streams it held open at once, in all (`max_concurrent_streams`) and on
+    one connection (`max_streams_per_connection`). Each connection's TLS handshake runs in its own thread, so
+    a slow handshake (a loaded CI machine) never holds up the others. The certificate is self-signed
+    (clients use `verify=False`; loopback only). Needs the `h2` package.
     """
 
     def __init__(self, certfile: str, keyfile: str, latency: float = 0.05) -> None:
@@ -302,8 +304,10 @@ class FakeCmdrDataH2:
         self.latency = latency
         self.received: list[Received] = []
         self.max_concurrent_streams = 0
+        self.max_streams_per_connection = 0
         self.protocols: list[str] = []
         self._open = 0
+        self._open_on: dict[int, int] = {}  # client port -> streams open on that connection now
         self._lock = threading.Lock()
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._context.load_cert_chain(certfile, keyfile)
@@ -324,18 +328,22 @@ class FakeCmdrDataH2:
         while True:
             try:
                 raw, address = self._sock.accept()
-                conn = self._context.wrap_socket(raw, server_side=True)
             except OSError:
                 return
-            with self._lock:
-                self.protocols.append(str(conn.selected_alpn_protocol()))
-            threading.Thread(target=self._serve, args=(conn, int(address[1])), daemon=True).start()
+            threading.Thread(target=self._serve, args=(raw, int(address[1])), daemon=True).start()
 
-    def _serve(self, sock: Any, port: int) -> None:
+    def _serve(self, raw: socket.socket, port: int) -> None:
         import h2.config
         import h2.connection
         import h2.events
 
+        try:
+            sock = self._context.wrap_socket(raw, server_side=True)
+        except OSError:
+            raw.close()
+            return
+        with self._lock:
+            self.protocols.append(str(sock.selected_alpn_protocol()))
         h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
         write = threading.Lock()
         h2conn.initiate_connection()
@@ -359,15 +367,17 @@ class FakeCmdrDataH2:
                         h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                     elif isinstance(event, h2.events.StreamEnded):
                         headers, body = streams.pop(event.stream_id)
-                        self._opened()
+                        self._opened(port)
                         args = (sock, h2conn, write, event.stream_id, headers, bytes(body), port)
                         threading.Thread(target=self._answer, args=args, daemon=True).start()
                 sock.sendall(h2conn.data_to_send())
 
-    def _opened(self) -> None:
+    def _opened(self, port: int) -> None:
         with self._lock:
             self._open += 1
             self.max_concurrent_streams = max(self.max_concurrent_streams, self._open)
+            here = self._open_on[port] = self._open_on.get(port, 0) + 1
+            self.max_streams_per_connection = max(self.max_streams_per_connection, here)
 
     def _answer(
         self,
@@ -385,6 +395,7 @@ class FakeCmdrDataH2:
         with self._lock:
             self.received.append(Received(event_id, body, headers, now, time.time(), Reply(), "stored", port))
             self._open -= 1
+            self._open_on[port] -= 1
         reply = b'{"ok":true}'
         with write:
             try:

@@ -274,7 +274,13 @@ def test_http2_multiplexes_the_senders_over_few_connections(tmp_path: Path) -> N
         server.close()
     assert {r.event_id for r in server.received} == {e.event_id for e in events}
     assert server.protocols and set(server.protocols) == {"h2"}  # HTTP/2 negotiated on every connection
-    # httpx may open a few connections while the first handshakes; after that, streams share them
-    assert len({r.peer_port for r in server.received}) <= 4
-    assert server.max_concurrent_streams > 1  # requests were multiplexed, not one after another
+    # httpx may open a few connections while the first handshakes (more on a loaded machine, where a retried
+    # attempt also takes a new one); what HTTP/2 must show is that connections are shared, not one per POST,
+    # and that one connection carried several requests at the same time
+    per_connection: dict[int, int] = {}
+    for r in server.received:
+        per_connection[r.peer_port] = per_connection.get(r.peer_port, 0) + 1
+    assert len(per_connection) <= len(events) // 4, per_connection
+    assert max(per_connection.values()) >= 8, per_connection
+    assert server.max_streams_per_connection > 1  # multiplexed on one connection, not one after another
     assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in server.received)
