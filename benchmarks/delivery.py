@@ -229,8 +229,59 @@ def _post_http_client_parser(host: str, port: int, path: str, bodies: list[tuple
     return spent
 
 
+class NullTransport:
+    """Delivers every event at once, without a network: the pipeline's own cost, with nothing to send."""
+
+    pipelining = True
+
+    def send(self, event_id: str, body: bytes, timeout: Any = None) -> Any:
+        from cmdrdata_autopatch.transports import DELIVERED
+
+        return DELIVERED
+
+    def send_many(self, batch: Any, timeout: Any = None) -> list[Any]:
+        from cmdrdata_autopatch.transports import DELIVERED
+
+        return [DELIVERED] * len(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class WakingThread:
+    """The control: a thread that is not ours at all, waking 5 times a second for ~10 µs of Python.
+
+    A caller busy on the CPU that releases the GIL briefly once per call (the `openai` client does: one
+    `os.urandom` per request) starves a thread that wants the GIL back: every release signals it, it wakes
+    on the other core, finds the GIL taken again and sleeps, and its 5 ms switch interval restarts. The
+    caller pays for each of those wake-ups; this row shows what that costs alone."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.stop = threading.Event()
+        self.wakes = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.wakes += 1
+            until = time.thread_time() + 0.00001
+            while time.thread_time() < until:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+BUSY_MODES = ("bare", "memory", "control", "null", "http")
+
+
 def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str, Any]:
-    """Wall time per OpenAI call in blocks of >= 1 s ending with flush(): bare, memory, http."""
+    """Wall time per OpenAI call in blocks of >= 1 s ending with flush(): bare, memory, the waking-thread
+    control, the pipeline with a transport that sends nothing (null), and the HTTP exporter."""
     import cmdrdata_autopatch as cmdrdata
 
     canned = CannedOpenAI()
@@ -242,14 +293,18 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
 
     for _ in range(200):
         call()
-    results: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
-    cpu: dict[str, list[float]] = {"bare": [], "memory": [], "http": []}
-    splits: dict[str, list[dict[str, float]]] = {"bare": [], "memory": [], "http": []}
+    results: dict[str, list[float]] = {mode: [] for mode in BUSY_MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in BUSY_MODES}
+    splits: dict[str, list[dict[str, float]]] = {mode: [] for mode in BUSY_MODES}
     spool_dir = tempfile.mkdtemp(prefix="cmdrdata-bench-")
+    control_wakes: list[int] = []
     for _ in range(blocks):
-        for mode in ("bare", "memory", "http"):
+        for mode in BUSY_MODES:
+            control = WakingThread() if mode == "control" else None
             if mode == "memory":
                 cmdrdata.patch(exporter="memory")
+            elif mode == "null":
+                cmdrdata.patch(exporter=BackgroundExporter(NullTransport(), register_exit=False))
             elif mode == "http":
                 cmdrdata.patch(exporter="http", api_key=KEY, endpoint=url, spool_dir=spool_dir)
             calls = 0
@@ -259,13 +314,17 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
                 for _ in range(50):
                     call()
                 calls += 50
-            if mode != "bare":
+            if control is not None:
+                control_wakes.append(control.wakes)  # how many times it got the GIL within the block
+            if mode in ("memory", "null", "http"):
                 cmdrdata.flush(60)  # delivery falls inside the block
             wall = time.perf_counter() - t0
+            if control is not None:
+                control.close()
             results[mode].append(wall / calls * 1e6)
             cpu[mode].append((time.process_time() - cpu0) / calls * 1e6)
             splits[mode].append(split_by_thread(threads0, thread_cpu(), calls))
-            if mode != "bare":
+            if mode in ("memory", "null", "http"):
                 cmdrdata.shutdown(5)
                 cmdrdata.unpatch()
     out: dict[str, Any] = {mode: median(values) for mode, values in results.items()}
@@ -278,6 +337,10 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
     out["http_added_cpu_us"] = out["http_cpu"] - out["bare_cpu"]
     out["memory_added_cpu_us"] = out["memory_cpu"] - out["bare_cpu"]
     out["memory_added_us"] = out["memory"] - out["bare"]
+    out["control_added_us"] = out["control"] - out["bare"]
+    out["null_added_us"] = out["null"] - out["bare"]
+    out["control_wakes"] = median([float(w) for w in control_wakes])
+    out["control_wakes_due"] = block_seconds / 0.2
     out["calls_per_block"] = int(block_seconds / (out["bare"] / 1e6))
     return out
 
@@ -372,6 +435,17 @@ def markdown(r: dict[str, Any]) -> str:
             "<= 50 us",
         ),
         ("added wall per OpenAI call, memory exporter (same run)", f"{busy['memory_added_us']:+.1f} us", ""),
+        (
+            "added wall per OpenAI call, the pipeline with a transport that sends nothing (same run)",
+            f"{busy['null_added_us']:+.1f} us",
+            "",
+        ),
+        (
+            "added wall per OpenAI call, control: a thread of nobody's, waking 5/s for ~10 us (same run)",
+            f"{busy['control_added_us']:+.1f} us (it ran {busy['control_wakes']:.0f} of "
+            f"{busy['control_wakes_due']:.0f} times within the block)",
+            "",
+        ),
         *split_rows(busy),
         (
             "added process CPU per OpenAI call (includes delivery): memory / HTTP exporter",

@@ -102,7 +102,7 @@ def make_spool(settings: Settings, partition_key: Optional[str] = None) -> Optio
     root = settings.spool_dir
     if root is not None and root.strip().lower() in ("off", "none", "0", "false", "no"):
         return None
-    if root is None:
+    if root is None or not root.strip():  # empty, like an empty variable: the default, never the cwd
         root = default_spool_root()
     name = partition_name(settings.endpoint if partition_key is None else partition_key, settings.api_key)
     return Spool(os.path.join(os.path.expanduser(root), name), fsync=settings.spool_fsync)

@@ -12,7 +12,9 @@ import re
 import socket
 import ssl
 import threading
+import time
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
@@ -20,8 +22,8 @@ if TYPE_CHECKING:
     import httpx
 
 from .config import DEFAULT_ENDPOINT
-from .diagnostics import redact, report_internal_error
-from .http1 import exchange
+from .diagnostics import logger, redact, report_internal_error
+from .http1 import Stalled, exchange, exchange_many
 from .transports import USER_AGENT, Outcome, SendResult, result_for
 
 __all__ = ["HttpTransport"]
@@ -86,6 +88,9 @@ class HttpTransport:
         self._proxy = _proxy_for(parts.scheme, self._host) if self._https else None
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._strikes = 0  # pipelines the server broke part-way (see send_many)
+        self._first_answer: Optional[float] = None  # seconds from a write to its first answer (average)
+        self._answer_gap: Optional[float] = None  # seconds between a pipeline's answers (average)
         self._h2: Optional[_HttpxBackend] = None
         if http2 is None:
             http2 = self._https and _h2_installed()
@@ -123,32 +128,49 @@ class HttpTransport:
             return conn
         return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
 
-    def send(self, event_id: str, body: bytes, timeout: Optional[float] = None) -> SendResult:
-        """One attempt. Never raises: every failure becomes a `SendResult`."""
-        if self._h2 is not None:
-            return self._h2.send(self.endpoint, event_id, body, timeout)
+    def _timeouts(self, timeout: Optional[float]) -> tuple[float, float]:
         connect, read = self.connect_timeout, self.read_timeout
         if timeout is not None:
             budget = max(0.05, timeout)
             connect, read = min(connect, budget), min(read, budget)
-        if _unsafe_header(event_id):
-            return SendResult(Outcome.REJECTED, reason="invalid_event_id", detail="event id is not a header")
+        return connect, read
+
+    def _request(self, event_id: str, body: bytes) -> bytes:
         length = b"\r\nContent-Length: %d\r\n\r\n" % len(body)
-        request = b"".join((self._prefix, event_id.encode("latin-1"), length, body))
+        return b"".join((self._prefix, event_id.encode("latin-1"), length, body))
+
+    def _checkout(self, connect: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive connection (reused=True), else a new one, connected."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            return conn, True
+        conn = self._new_connection(connect)
+        try:
+            conn.connect()
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn, False
+
+    def send(self, event_id: str, body: bytes, timeout: Optional[float] = None) -> SendResult:
+        """One attempt. Never raises: every failure becomes a `SendResult`."""
+        if self._h2 is not None:
+            return self._h2.send(self.endpoint, event_id, body, timeout)
+        if _unsafe_header(event_id):
+            return _INVALID_ID
+        connect, read = self._timeouts(timeout)
+        request = self._request(event_id, body)
         for attempt in (0, 1):
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            reused = conn is not None
+            conn: Optional[http.client.HTTPConnection] = None
+            reused = False
             try:
-                if conn is None:
-                    conn = self._new_connection(connect)
-                    conn.connect()
-                    if conn.sock is not None:
-                        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock = conn.sock
-                if sock is None:
-                    raise http.client.NotConnected("no socket")
-                answer = exchange(sock, request, read)
+                conn, reused = self._checkout(connect)
+                started = _monotonic()
+                answer = exchange(_socket_of(conn), request, read)
+                self._timed(_monotonic() - started, None)
             except _STALE as exc:
                 _close(conn)
                 if reused and attempt == 0:  # the server closed an idle keep-alive connection: once more
@@ -159,11 +181,104 @@ class HttpTransport:
                 return _network_failure(exc)
             except Exception as exc:  # a bug or an unexpected library error: keep the event, say so once
                 _close(conn)
-                report_internal_error("http transport", exc)
-                return SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))
+                return _internal_failure(exc)
             self._release(conn, answer.will_close)
             return result_for(answer.status, answer.retry_after)
         return SendResult(Outcome.RETRY, reason="network", detail="connection closed")  # pragma: no cover
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether `send_many` pipelines (HTTP/1.1, and the server has not shown it mishandles pipelines)."""
+        return self._h2 is None and self._strikes < PIPELINE_STRIKES
+
+    def send_many(
+        self, batch: Sequence[tuple[str, bytes]], timeout: Optional[float] = None
+    ) -> list[SendResult]:
+        """One attempt for each (event id, body), pipelined on one connection; results in the same order.
+
+        Still one event per POST (DESIGN.md section 4): the requests are written together and the answers
+        read in order (`http1.exchange_many`). When the server ends the connection after some answers, the
+        rest go on a fresh connection (it processed none of them: RFC 9112 section 9.6). A network error
+        or timeout part-way leaves the unanswered events to the retry path, like any failed POST: the
+        server may have stored some of them, and their idempotency keys make the re-send harmless. A
+        server that answers only the first request of each pipeline, or breaks part-way, `PIPELINE_STRIKES`
+        times, is sent one event per exchange from then on. Never raises.
+        """
+        if not self.pipelining or len(batch) < 2:
+            return [self.send(event_id, body, timeout) for event_id, body in batch]
+        results: list[SendResult] = [_INVALID_ID] * len(batch)
+        todo = [
+            (i, self._request(eid, body)) for i, (eid, body) in enumerate(batch) if not _unsafe_header(eid)
+        ]
+        connect, read = self._timeouts(timeout)
+        stale_retry = True
+        while todo:
+            conn: Optional[http.client.HTTPConnection] = None
+            try:
+                conn, reused = self._checkout(connect)
+                stall_first, stall_next = self._stalls()
+                got = exchange_many(
+                    _socket_of(conn), [request for _, request in todo], read, stall_first, stall_next
+                )
+            except (OSError, http.client.HTTPException) as exc:  # could not connect
+                _close(conn)
+                return _fill(results, todo, _network_failure(exc))
+            except Exception as exc:
+                _close(conn)
+                return _fill(results, todo, _internal_failure(exc))
+            self._timed(got.first, got.gap)
+            answers, error = got.answers, got.error
+            for (i, _), answer in zip(todo, answers):
+                results[i] = result_for(answer.status, answer.retry_after)
+            done = len(answers)
+            if error is None and done == len(todo):
+                self._release(conn, answers[-1].will_close)
+                return results
+            _close(conn)
+            todo = todo[done:]
+            if isinstance(error, Stalled):
+                # the request at the head hangs: it fails like any attempt without an answer, and the
+                # ones queued behind it go out again at once on a fresh connection (the server may have
+                # stored some of them: their idempotency keys make the re-send harmless)
+                results[todo[0][0]] = _network_failure(error)
+                todo = todo[1:]
+                continue
+            if error is not None:
+                if done == 0 and reused and stale_retry and isinstance(error, _STALE):
+                    stale_retry = False  # an idle keep-alive connection the server had closed: once more
+                    continue
+                if done:
+                    self._strike()
+                return _fill(results, todo, _network_failure(error))
+            if done == 1:
+                self._strike()
+        return results
+
+    def _stalls(self) -> tuple[Optional[float], Optional[float]]:
+        """How long a pipeline waits for its first answer, then for each next one, before it gives the
+        connection up: `STALL_FACTOR` times the measured times plus `STALL_MARGIN` (None before any)."""
+        first, gap = self._first_answer, self._answer_gap
+        return (
+            None if first is None else STALL_FACTOR * first + STALL_MARGIN,
+            None if gap is None else STALL_FACTOR * max(gap, first or 0.0) + STALL_MARGIN,
+        )
+
+    def _timed(self, first: Optional[float], gap: Optional[float]) -> None:
+        """Fold one exchange's timings into the moving averages (benign races between senders)."""
+        if first is not None:
+            old = self._first_answer
+            self._first_answer = first if old is None else old + (first - old) * 0.2
+        if gap is not None:
+            old = self._answer_gap
+            self._answer_gap = gap if old is None else old + (gap - old) * 0.2
+
+    def _strike(self) -> None:
+        self._strikes += 1
+        if self._strikes == PIPELINE_STRIKES:
+            logger.info(
+                "cmdrdata-autopatch: the CmdrData endpoint does not keep HTTP/1.1 pipelines; "
+                "sending one event per exchange from now on"
+            )
 
     def _release(self, conn: http.client.HTTPConnection, will_close: bool) -> None:
         if will_close:
@@ -192,6 +307,30 @@ class HttpTransport:
 
 
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+PIPELINE_STRIKES = 3  # pipelines broken part-way before the transport stops pipelining
+STALL_FACTOR = 4.0  # a pipeline's answer later than this many times the usual wait, plus the margin, ...
+STALL_MARGIN = 0.05  # seconds: ... and the request it waits for is taken as hanging (see _stalls)
+_monotonic = time.monotonic
+_INVALID_ID = SendResult(Outcome.REJECTED, reason="invalid_event_id", detail="event id is not a header")
+
+
+def _socket_of(conn: http.client.HTTPConnection) -> socket.socket:
+    sock = conn.sock
+    if sock is None:
+        raise http.client.NotConnected("no socket")
+    return sock
+
+
+def _fill(results: list[SendResult], todo: list[tuple[int, bytes]], result: SendResult) -> list[SendResult]:
+    for i, _ in todo:
+        results[i] = result
+    return results
+
+
+def _internal_failure(exc: BaseException) -> SendResult:
+    """A bug or an unexpected library error: keep the event, say so once."""
+    report_internal_error("http transport", exc)
+    return SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))
 
 
 _HEADER_SAFE = re.compile("[^\r\n\0\u0100-\U0010ffff]*")

@@ -1,4 +1,4 @@
-"""The senders: up to `max_in_flight` threads, each posting one event at a time, sharing one health state.
+"""The senders: up to `max_in_flight` threads posting events, sharing one health state.
 
 Why threads and not an asyncio loop: the HTTP client's CPU per request is the cost that matters (it is taken
 from the application through the GIL), and a blocking `http.client` POST costs ~40 µs of CPU against ~230 µs
@@ -7,7 +7,12 @@ senders are awake as the backlog needs (`wanted_locked`: Little's law on the mea
 the window); threads are started on demand, sleep on a condition with no timeout when there is nothing to
 do, and are never joined.
 
-Each sender asks `next_action()` what to do (`Action`): send the oldest ready event, read a batch back from
+Each sender takes one event, or, when the backlog is deeper than the senders it needs, a burst of up to
+`MAX_BURST` that the transport pipelines on one connection (`HttpTransport.send_many`: still one event per
+POST, but one write and one read per burst). With a CPU-bound application every GIL acquisition of a sender
+waits for the application to let go, so a burst pays those waits once instead of once per event.
+
+Each sender asks `next_action()` what to do (`Action`): send the oldest ready events, read a batch back from
 the spool (this process's own backlog first, then orphaned segments of dead processes, until none is
 left), or stop (a fork or shutdown bumped the generation). `settle()` applies one attempt's outcome: the
 ledger, the spool's ack log, and `Health` (pause, window).
@@ -18,7 +23,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _process
 from .diagnostics import logger, redact, report_internal_error
@@ -32,6 +37,8 @@ _monotonic = time.monotonic
 NOTE_DELIVERY_EVERY = 10.0  # seconds between writes of the spool's "last delivery" stamp
 CLEAR_WITHIN = 0.05  # seconds: enough senders to empty the ready queue in about this long, no more
 STALL = 0.02  # seconds beyond 4 measured attempt times without an answer: the attempts in flight are stuck
+MAX_BURST = 32  # events one sender pipelines on one connection at most
+MAX_BURST_BYTES = 128 * 1024  # and bytes: the burst is written before any answer is read
 
 
 class Action(enum.Enum):
@@ -57,6 +64,8 @@ class SenderPool:
         self.spool = spool
         self.queue_size = queue_size
         self.replay_batch = max(1, replay_batch)
+        # pipelining: only with a transport that has it (HTTP/1.1), and only while it says it still works
+        self._send_many: Optional[Callable[..., list[SendResult]]] = getattr(transport, "send_many", None)
         self.tls = threading.local()
         self.reset()
 
@@ -152,10 +161,9 @@ class SenderPool:
                     return
                 self.spawn_pending()
                 if action is Action.SEND:
-                    assert isinstance(payload, Item)
                     state = self.state
                     timeout = max(0.05, state.exit_deadline - _monotonic()) if state.exiting else None
-                    self.send(payload, timeout)
+                    self.send_burst(payload, timeout)
                 else:
                     self.load(bool(payload))
             except Exception as exc:
@@ -182,18 +190,56 @@ class SenderPool:
                         # when the attempts in flight outlast what they should take
                         self._wait(4 * self.rtt + STALL)
                         continue
-                    item = state.ready.pop()
-                    state.in_flight += 1
-                    state.in_flight_local += item.local
-                    self.flying.add(item)
+                    burst = self._take_locked()
                     if state.ready:
                         self.wake_locked()
-                    return Action.SEND, item
+                    return Action.SEND, burst
                 load = self._load_due_locked(now)
                 if load is not None:
                     state.loading = True
                     return Action.LOAD, load
                 self._wait(self._orphan_wait_locked(now))
+
+    def _take_locked(self) -> list[Item]:
+        """The oldest ready events for one sender: one, or a burst to pipeline (`_depth_locked`)."""
+        state = self.state
+        depth = self._depth_locked()
+        burst: list[Item] = []
+        size = 0
+        while state.ready and len(burst) < depth and size < MAX_BURST_BYTES:
+            item = state.ready.pop()
+            burst.append(item)
+            size += item.size
+            state.in_flight += 1
+            state.in_flight_local += item.local
+            self.flying.add(item)
+        return burst
+
+    def _depth_locked(self) -> int:
+        """How many events one sender pipelines: the backlog shared among the senders it needs.
+
+        One while exiting (an attempt that cannot finish within the budget is never started, and the
+        budget is judged per exchange) and while the backend is not fully healthy (a shrunken window
+        means the server asked for less, not for the same requests on fewer connections)."""
+        state = self.state
+        health = state.health
+        if (
+            self._send_many is None
+            or not getattr(self.transport, "pipelining", True)
+            or state.exiting
+            or health.failing
+            or health.window < health.max_in_flight
+        ):
+            return 1
+        rtt = self.rtt
+        if rtt <= 0.0:
+            return 1  # nothing measured yet
+        # a burst must not take longer than CLEAR_WITHIN either: against a server that answers a connection's
+        # requests one after another, a deep burst to a far backend would hold its events for depth x RTT
+        # (and the exit drain would have to give up on them, unacknowledged, to be sent again next run)
+        longest = int(CLEAR_WITHIN / rtt)
+        senders = max(1, self.wanted_locked())
+        return max(1, min(MAX_BURST, longest, -(-len(state.ready) // senders)))
 
     def _too_late_locked(self, now: float) -> bool:
         """During the exit drain, an attempt that cannot finish in time is not started.
@@ -238,12 +284,40 @@ class SenderPool:
 
     # -- one attempt ---------------------------------------------------------------------------------
 
+    def _measured(self, seconds: float) -> None:
+        """Fold one attempt's time (per event) into the moving average; the first one sets it (benign
+        race between senders: an estimate)."""
+        self.rtt = seconds if self.rtt <= 0.0 else self.rtt + (seconds - self.rtt) * 0.2
+
+    def send_burst(self, items: list[Item], timeout: Optional[float]) -> None:
+        """Send the events `next_action` handed out: one by one, or pipelined with the transport's
+        `send_many` (its results in the same order), then settle each."""
+        if len(items) == 1 or self._send_many is None:
+            for item in items:
+                self.send(item, timeout)
+            return
+        started = _monotonic()
+        try:
+            results = self._send_many([(item.event_id, item.body) for item in items], timeout)
+            if len(results) != len(items):
+                raise ValueError(f"send_many returned {len(results)} results for {len(items)} events")
+            done = self.last_done = _monotonic()
+            self._measured((done - started) / len(items))  # the time per event it took
+        except Exception as exc:  # a third-party transport broke its contract: keep the events
+            report_internal_error("transport send_many", exc)
+            results = [SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))] * len(
+                items
+            )
+        # in reverse: an event to retry goes back to the head of the queue, so the burst keeps its order
+        for item, result in zip(reversed(items), reversed(results)):
+            self.settle(item, result)
+
     def send(self, item: Item, timeout: Optional[float]) -> SendResult:
         started = _monotonic()
         try:
             result = self.transport.send(item.event_id, item.body, timeout)
             done = self.last_done = _monotonic()
-            self.rtt += (done - started - self.rtt) * 0.2  # benign race: an estimate
+            self._measured(done - started)
         except Exception as exc:  # a third-party transport broke its contract: keep the event
             report_internal_error("transport send", exc)
             result = SendResult(Outcome.RETRY, reason="internal", detail=redact(type(exc).__name__))

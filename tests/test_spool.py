@@ -215,3 +215,19 @@ def test_default_root_and_partition() -> None:
     a = partition_name("https://api.cmdrdata.ai/api/events", "tk-one")
     b = partition_name("https://api.cmdrdata.ai/api/events", "tk-two")
     assert a != b and len(a) == 16 and "tk-" not in a
+
+
+@pytest.mark.parametrize("spool_dir", ["", "  "])
+def test_an_empty_spool_dir_means_the_default_never_the_working_directory(
+    spool_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cmdrdata_autopatch.config import Settings
+    from cmdrdata_autopatch.exporter import make_spool
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    spool = make_spool(Settings(api_key="tk-test", spool_dir=spool_dir))
+    assert spool is not None
+    assert spool.directory.startswith(str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "work") == []
