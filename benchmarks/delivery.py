@@ -156,6 +156,10 @@ def stage_costs(url: str, n: int = 2000) -> dict[str, float]:
     for event_id, body in bodies:
         transport.send(event_id, body)
     post_stdlib = (time.process_time() - t0) / n * 1e6
+    t0 = time.process_time()
+    for i in range(0, n, 32):
+        transport.send_many(bodies[i : i + 32])
+    post_pipelined = (time.process_time() - t0) / n * 1e6
     transport.close()
     import http.client
     from urllib.parse import urlsplit
@@ -190,6 +194,7 @@ def stage_costs(url: str, n: int = 2000) -> dict[str, float]:
         "write_ahead_us": write_ahead,
         "ack_us": ack,
         "post_http_client_us": post_stdlib,
+        "post_pipelined_us": post_pipelined,
         "post_http_client_parser_us": post_parse,
         "post_request_us": post_request,
         "post_httpx_us": post_httpx,
@@ -489,6 +494,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| ack log line | {s['ack_us']:.1f} |",
         f"| POST, `HttpTransport` (head built once, `http1.py` reads the answer) "
         f"| {s['post_http_client_us']:.1f} |",
+        f"| the same POSTs pipelined, bursts of 32 (`HttpTransport.send_many`) "
+        f"| {s['post_pipelined_us']:.1f} |",
         f"| the same POST, head built once, `http.client` parses the answer "
         f"| {s['post_http_client_parser_us']:.1f} |",
         f"| the same POST with `http.client` `request()` | {s['post_request_us']:.1f} |",
