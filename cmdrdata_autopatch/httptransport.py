@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from .config import DEFAULT_ENDPOINT
 from .diagnostics import logger, redact, report_internal_error
-from .http1 import Stalled, exchange, exchange_many
+from .http1 import Exchanged, Stalled, exchange, exchange_many
 from .transports import USER_AGENT, Outcome, SendResult, result_for
 
 __all__ = ["HttpTransport"]
@@ -216,23 +216,16 @@ class HttpTransport:
             conn: Optional[http.client.HTTPConnection] = None
             try:
                 conn, reused = self._checkout(connect)
-                stall_first, stall_next = self._stalls()
-                got = exchange_many(
-                    _socket_of(conn), [request for _, request in todo], read, stall_first, stall_next
-                )
+                got = exchange_many(_socket_of(conn), [request for _, request in todo], read, *self._stalls())
             except (OSError, http.client.HTTPException) as exc:  # could not connect
                 _close(conn)
                 return _fill(results, todo, _network_failure(exc))
             except Exception as exc:
                 _close(conn)
                 return _fill(results, todo, _internal_failure(exc))
-            self._timed(got.first, got.gap)
-            answers, error = got.answers, got.error
-            for (i, _), answer in zip(todo, answers):
-                results[i] = result_for(answer.status, answer.retry_after)
-            done = len(answers)
+            done, error = self._take_answers(got, todo, results)
             if error is None and done == len(todo):
-                self._release(conn, answers[-1].will_close)
+                self._release(conn, got.answers[-1].will_close)
                 return results
             _close(conn)
             todo = todo[done:]
@@ -253,6 +246,15 @@ class HttpTransport:
             if done == 1:
                 self._strike()
         return results
+
+    def _take_answers(
+        self, got: Exchanged, todo: list[tuple[int, bytes]], results: list[SendResult]
+    ) -> tuple[int, Optional[BaseException]]:
+        """Record one exchange's timings and answers; how many were answered, and the error, if any."""
+        self._timed(got.first, got.gap)
+        for (i, _), answer in zip(todo, got.answers):
+            results[i] = result_for(answer.status, answer.retry_after)
+        return len(got.answers), got.error
 
     def _stalls(self) -> tuple[Optional[float], Optional[float]]:
         """How long a pipeline waits for its first answer, then for each next one, before it gives the

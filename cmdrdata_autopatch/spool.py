@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from .diagnostics import logger, redact
+from .spool_acks import AckLog
 from .spoolfs import (
     ACK_SUFFIX,
     SEGMENT_SUFFIX,
@@ -68,12 +69,11 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 FSYNC_POLICIES = ("interval", "always", "off")
-ACK_BATCH = 64  # acks written together (a crash loses at most these: duplicates the event id absorbs)
 
 __all__ = ["Appended", "LoadResult", "Spool", "SpoolEntry", "default_spool_root", "partition_name"]
 
 
-class Spool:
+class Spool(AckLog):
     """Write-ahead JSONL segments with ack logs in one directory. Thread-safe; never raises."""
 
     def __init__(
@@ -352,64 +352,6 @@ class Spool:
 
     def _expire(self, path: str, fd: int) -> None:
         self.counters["expired_lines"] += expire_segment(path, fd, self.max_age)
-
-    # -- acknowledgement -----------------------------------------------------------------------------
-
-    def ack(self, entry: SpoolEntry) -> None:
-        """The entry is settled (delivered or rejected for good): log it, delete the segment when all are."""
-        try:
-            with self._lock:
-                segment = entry.segment
-                segment.settled += 1
-                if segment in self._segments:
-                    if segment.done:
-                        self._retire_if_done(segment)
-                    else:
-                        segment.pending_acks.append(entry.event_id)
-                        self._acks_waiting = True
-                        if len(segment.pending_acks) >= ACK_BATCH:
-                            self._write_acks(segment)
-        except Exception as exc:
-            logger.debug("cmdrdata-autopatch: spool ack failed: %s", redact(repr(exc)))
-
-    def _write_acks(self, segment: Segment) -> None:
-        """Append the segment's pending acks to its ack log in one write (one syscall per batch, not per
-        event: each one would hand the GIL back and forth with a busy application)."""
-        ids, segment.pending_acks = segment.pending_acks, []
-        if not ids:
-            return
-        if segment.ack_fd is None:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-            segment.ack_fd = os.open(segment.path + ACK_SUFFIX, flags, 0o600)
-        os.write(segment.ack_fd, "".join(event_id + "\n" for event_id in ids).encode("latin-1"))
-
-    def write_acks(self) -> None:
-        """Put every pending ack on disk now (the intake does it after each batch; exit and seal too)."""
-        if not self._acks_waiting:
-            return
-        try:
-            with self._lock:
-                self._acks_waiting = False
-                for segment in self._segments:
-                    self._write_acks(segment)
-        except Exception as exc:
-            logger.debug("cmdrdata-autopatch: spool ack write failed: %s", redact(repr(exc)))
-
-    def _retire_if_done(self, segment: Segment) -> None:
-        if not segment.done or segment not in self._segments:
-            return
-        unlink(segment.path)  # unlink while still locked, so no claimer can open a live name
-        unlink(segment.path + ACK_SUFFIX)
-        for fd in (segment.fd, segment.ack_fd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._segments.remove(segment)
-        self.counters["deleted_segments"] += 1
-        if self._bytes is not None:
-            self._bytes = max(0, self._bytes - segment.end)
 
     def seal(self) -> None:
         """Stop appending to the active segment (exit, shutdown); delete it now if all of it is settled.
