@@ -386,12 +386,7 @@ class Spool(AckLog):
         leaves the parent's locks in place, while `LOCK_UN` here would release them under the parent's feet.
         """
         for segment in self._segments:
-            for fd in (segment.fd, segment.ack_fd):
-                if fd is not None:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+            segment.close_files()
         self._segments = []
         self._active = None
         self._lock = threading.RLock()

@@ -74,12 +74,7 @@ class AckLog:
             return
         unlink(segment.path)  # unlink while still locked, so no claimer can open a live name
         unlink(segment.path + ACK_SUFFIX)
-        for fd in (segment.fd, segment.ack_fd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        segment.close_files()
         self._segments.remove(segment)
         self.counters["deleted_segments"] += 1
         if self._bytes is not None:

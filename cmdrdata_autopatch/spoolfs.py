@@ -88,6 +88,15 @@ class Segment:
     def done(self) -> bool:
         return not self.active and self.read_offset >= self.end and self.settled >= self.loaded
 
+    def close_files(self) -> None:
+        """Close our descriptors of the segment and its ack log (closing never unlocks a parent's flock)."""
+        for fd in (self.fd, self.ack_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
 
 class SpoolEntry:
     """One line kept for delivery. `Spool.ack()` it once it is delivered or rejected for good."""
