@@ -215,10 +215,8 @@ class UsageEvent:
         self.error_occurred = True
         self.error_type = type(exc).__name__
         code = getattr(exc, "code", None)
-        if code is None:  # openai < 1.2 kept the whole {"error": {...}} body on the exception
-            body = getattr(exc, "body", None)
-            inner = body.get("error") if isinstance(body, dict) else None
-            code = inner.get("code") if isinstance(inner, dict) else None
+        if code is None:
+            code = _error_code_from_body(exc)
         self.error_code = None if code is None else str(code)
         status = getattr(exc, "status_code", None)
         self.http_status = status if isinstance(status, int) else None
@@ -300,6 +298,23 @@ class UsageEvent:
 
     def __repr__(self) -> str:
         return f"<UsageEvent {self.event_id} api={self.api} customer={self.customer_id!r}>"
+
+
+def _error_code_from_body(exc: BaseException) -> Any:
+    """The error's `code` from its body, for the releases that do not set `exc.code`: openai < 1.2 kept the
+    whole `{"error": {...}}` body on the exception, and 1.0.x kept no body at all (only the response, already
+    read; a response not read yet, a streamed one, is left alone)."""
+    body = getattr(exc, "body", None)
+    if body is None:
+        response = getattr(exc, "response", None)
+        try:
+            body = response.json() if response is not None and getattr(response, "is_closed", False) else None
+        except Exception:
+            return None
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("error")
+    return inner.get("code") if isinstance(inner, dict) else body.get("code")
 
 
 def _wire_plan() -> tuple[tuple[Any, str], ...]:

@@ -183,9 +183,8 @@ def test_api_error_is_reraised_untouched_and_recorded(
     event = memory.wire()[-1]
     assert event["error_occurred"] is True
     assert event["error_type"] == "RateLimitError"
-    # openai 1.0.x keeps neither `code` nor `body` on the exception: nothing to read the code from
-    has_code = getattr(bare_exc, "code", None) is not None or hasattr(bare_exc, "body")
-    assert event["error_code"] == ("rate_limit_exceeded" if has_code else None)
+    # every release: from `exc.code`, from the body (< 1.2), or from the read response (1.0.x keeps no body)
+    assert event["error_code"] == "rate_limit_exceeded"
     assert event["http_status"] == 429
     assert event["customer_id"] == "c9"
     assert event["usage_source"] == "none" and event["input_tokens"] == 0
