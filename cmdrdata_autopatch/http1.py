@@ -116,7 +116,7 @@ def exchange_many(
             out.gap = (time.monotonic() - sent - out.first) / (len(answers) - 1)
         if reader.buffered():  # bytes past the last expected answer: the stream cannot be trusted
             answer.will_close = True
-    except TimeoutError as exc:
+    except (socket.timeout, TimeoutError) as exc:  # two classes before Python 3.10, one since
         bound = stall_first if out.first is None else stall_next
         stalled = bound is not None and bound < timeout
         out.error = Stalled(f"no answer within {bound:.3f} s") if stalled and bound is not None else exc

@@ -3,6 +3,7 @@ OTLP/HTTP to a loopback receiver that decodes with opentelemetry-proto, every at
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from cmdrdata_autopatch.otlp_attributes import attributes, body
 
 from .fake_openai import CHAT_USAGE, RESPONSES_USAGE, FakeOpenAI
 from .otlp_receiver import OtlpReceiver, env_for
-from .support import assert_invariant, eventually
+from .support import assert_invariant, eventually, run_python
 
 
 @pytest.fixture
@@ -340,28 +341,47 @@ def test_a_failing_member_costs_only_itself() -> None:
     assert len(memory.events) == 1 and fan.stats()["fanout_errors"] == {"broken": 1, "memory": 0}
 
 
-def test_grpc_when_its_exporter_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="the optional gRPC exporter")
-    from .otlp_receiver import GrpcOtlpReceiver
+GRPC_CHILD = """
+import json, os, time
+from cmdrdata_autopatch.events import UsageEvent
+from cmdrdata_autopatch.otlp import OtlpExporter
+from cmdrdata_autopatch.otlp_attributes import attributes
+from tests.otlp_receiver import GrpcOtlpReceiver
 
-    receiver = GrpcOtlpReceiver()
-    try:
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=ml",
-        }
-        exporter = _direct(monkeypatch, env, metrics=True)
-        event = _event(2, "acme")
-        exporter.record(event)
-        exporter.flush(10)
-        assert exporter.stats()["exported"] == 1 and exporter.stats()["otlp"]["protocol"] == "grpc"
-        records = receiver.log_records()
-        assert len(records) == 1 and records[0]["attributes"] == attributes(event.to_wire())
-        assert receiver.requests[0][2]["x-team"] == "ml"
-        kinds = {p["attributes"]["gen_ai.token.type"] for p in receiver.histogram_points()}
-        assert kinds == {"input", "output"}
-        exporter.sdk.meters.shutdown()  # (its reader would export again later, to a closed receiver)
-    finally:
-        receiver.close()
+receiver = GrpcOtlpReceiver()
+os.environ.update({
+    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    "OTEL_EXPORTER_OTLP_HEADERS": "x-team=ml",
+})
+exporter = OtlpExporter(register_exit=False, metrics=True)
+event = UsageEvent("chat.completions", time.time(), 0.01, customer_id="acme")
+event.provider, event.model = "openai", "gpt-4o"
+event.input_tokens, event.output_tokens = 12, 3
+exporter.record(event)
+exporter.flush(10)
+records = receiver.log_records()
+print(json.dumps({
+    "exported": exporter.stats()["exported"],
+    "protocol": exporter.stats()["otlp"]["protocol"],
+    "same_attributes": len(records) == 1 and records[0]["attributes"] == attributes(event.to_wire()),
+    "header": receiver.requests[0][2].get("x-team"),
+    "kinds": sorted({p["attributes"]["gen_ai.token.type"] for p in receiver.histogram_points()}),
+}))
+exporter.sdk.meters.shutdown()
+receiver.close()
+"""
+
+
+def test_grpc_when_its_exporter_is_installed() -> None:
+    """In a child process: gRPC, once initialized, installs fork handlers that abort children forked later
+    without exec on Python 3.9 (every later subprocess of this test session would be at risk)."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="the optional gRPC exporter")
+    result = run_python(GRPC_CHILD, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["exported"] == 1 and out["protocol"] == "grpc"
+    assert out["same_attributes"] is True
+    assert out["header"] == "ml"
+    assert out["kinds"] == ["input", "output"]
