@@ -12,6 +12,8 @@ answer (the RTT), so the CPU measured here is ours alone. Measures:
 - an application busy making OpenAI calls (a real `openai` client over an in-memory transport), in blocks
   of >= 1 s that end with `flush()` so delivery falls inside the measurement: wall time per call bare,
   with the memory exporter and with the HTTP exporter (and the process CPU per call);
+- an application that waits on OpenAI as real ones do (the in-memory transport sleeps 2 ms and 20 ms per
+  call): the same comparison, where the delivery work can overlap the caller's waits;
 - events/s delivered at RTT 0, 50, 100 and 250 ms (16 in flight);
 - exit-drain time of 100, 500 and 2,000 events at 50 ms;
 - `record()` p50/p99 while the senders are busy; peak RSS.
@@ -350,6 +352,65 @@ def busy_app(url: str, blocks: int = 5, block_seconds: float = 1.0) -> dict[str,
     return out
 
 
+class WaitingOpenAI(CannedOpenAI):
+    """The canned OpenAI, answering after `wait` seconds: the caller blocks as on a real round trip."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = wait
+
+    def handler(self, request: Any) -> Any:
+        time.sleep(self.wait)
+        return super().handler(request)
+
+
+WAITING_MODES = ("bare", "memory", "http")
+
+
+def waiting_app(url: str, wait: float, blocks: int, block_seconds: float) -> dict[str, Any]:
+    """Wall time and the caller thread's CPU per OpenAI call when each call waits `wait` s on the network:
+    bare, memory and HTTP exporter, interleaved blocks ending with flush() (delivery inside the block)."""
+    import cmdrdata_autopatch as cmdrdata
+
+    client = WaitingOpenAI(wait).client()
+    messages = [{"role": "user", "content": "hi"}]
+    for _ in range(20):
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    walls: dict[str, list[float]] = {mode: [] for mode in WAITING_MODES}
+    app_cpu: dict[str, list[float]] = {mode: [] for mode in WAITING_MODES}
+    spool_dir = tempfile.mkdtemp(prefix="cmdrdata-bench-")
+    for _ in range(blocks):
+        for mode in WAITING_MODES:
+            if mode == "memory":
+                cmdrdata.patch(exporter="memory")
+            elif mode == "http":
+                cmdrdata.patch(exporter="http", api_key=KEY, endpoint=url, spool_dir=spool_dir)
+            calls = 0
+            threads0 = thread_cpu()
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < block_seconds:
+                client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                calls += 1
+            if mode != "bare":
+                cmdrdata.flush(60)
+            walls[mode].append((time.perf_counter() - t0) / calls * 1e6)
+            app_cpu[mode].append(split_by_thread(threads0, thread_cpu(), calls)["app"])
+            if mode != "bare":
+                cmdrdata.shutdown(5)
+                cmdrdata.unpatch()
+    wall = {mode: median(values) for mode, values in walls.items()}
+    cpu = {mode: median(values) for mode, values in app_cpu.items()}
+    return {
+        "wait_ms": wait * 1000,
+        "bare": wall["bare"],
+        "memory_added_us": wall["memory"] - wall["bare"],
+        "http_added_us": wall["http"] - wall["bare"],
+        "http_over_memory_us": wall["http"] - wall["memory"],
+        "app_cpu_bare": cpu["bare"],
+        "app_cpu_http_over_memory_us": cpu["http"] - cpu["memory"],
+    }
+
+
 def throughput(rtt: float, n: int) -> dict[str, float]:
     with RemoteServer(rtt) as server:
         result = cpu_per_event(server.url, n)
@@ -393,6 +454,10 @@ def run(quick: bool, busy_only: bool = False) -> dict[str, Any]:
         results["stages"] = stage_costs(server.url)
         results["cpu_idle"] = cpu_per_event(server.url, 2000 if quick else 5000)
         results["busy"] = busy_app(server.url, blocks=3 if quick else 7)
+        results["waiting"] = [
+            waiting_app(server.url, 0.002, blocks=3 if quick else 5, block_seconds=1.0),
+            waiting_app(server.url, 0.02, blocks=3 if quick else 5, block_seconds=2.0),
+        ]
     if busy_only:
         return results
     results["throughput"] = [
@@ -422,6 +487,20 @@ def split_rows(busy: dict[str, Any]) -> list[tuple[str, str, str]]:
             "",
         ),
         ("busy caller, background CPU per delivered event (intake + senders)", f"{background:.1f} us", ""),
+    ]
+
+
+def waiting_rows(waiting: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The caller that waits on OpenAI (as applications do): what the HTTP exporter adds there."""
+    return [
+        (
+            f"added wall per OpenAI call, caller waiting {w['wait_ms']:.0f} ms per call: "
+            "memory / HTTP exporter",
+            f"{w['memory_added_us']:+.1f} / {w['http_added_us']:+.1f} us (bare {w['bare']:.0f} us/call; "
+            f"the caller thread's own CPU, HTTP over memory: {w['app_cpu_http_over_memory_us']:+.1f} us)",
+            "",
+        )
+        for w in waiting
     ]
 
 
@@ -459,6 +538,7 @@ def markdown(r: dict[str, Any]) -> str:
             "",
         ),
     ]
+    rows += waiting_rows(r.get("waiting", []))
     for t in r["throughput"]:
         target = {50: ">= 300/s", 100: ">= 150/s"}.get(round(t["rtt_ms"]), "")
         rows.append(
