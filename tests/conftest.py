@@ -71,3 +71,17 @@ def exporters() -> Iterator[list[BackgroundExporter]]:
     yield made
     for exporter in made:
         exporter.shutdown(0.2)
+
+
+@pytest.fixture
+def fresh_object_memory() -> Iterator[None]:
+    """Forget the object customers and recently billed ids this process holds, before and after a test
+    of server-side objects: each test starts as a process that has never seen the object."""
+    from cmdrdata_autopatch.derived import forget_recent
+    from cmdrdata_autopatch.object_billing import MEMORY
+
+    MEMORY.clear()
+    forget_recent()
+    yield
+    MEMORY.clear()
+    forget_recent()

@@ -4,93 +4,39 @@ and across two processes."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import cmdrdata_autopatch as cmdrdata
-from cmdrdata_autopatch.derived import derived_event_id, forget_recent
 from cmdrdata_autopatch.object_billing import MEMORY
 
-from .apps.canned import response_object, sse
+from .apps.canned import response_object
 from .fake_openai import OPENAI_VERSION, FakeOpenAI
+from .objects_support import (
+    BATCH_USAGE,
+    BG_ID,
+    BG_USAGE,
+    HAS_BACKGROUND,
+    HAS_BATCHES,
+    HAS_RETRIEVE_STREAM,
+    HAS_RUN_USAGE,
+    RUN_USAGE,
+    background_response,
+    batch,
+    derived,
+    events_of_two_processes,
+    reply,
+    run,
+    run_object,
+    terminal_events,
+)
 
-JSON = {"content-type": "application/json", "x-request-id": "req_obj"}
-SSE = {"content-type": "text/event-stream", "x-request-id": "req_obj_stream"}
-BG_ID = "resp_bg_1"
-BG_USAGE = {
-    "input_tokens": 1000,
-    "input_tokens_details": {"cached_tokens": 200},
-    "output_tokens": 20000,
-    "output_tokens_details": {"reasoning_tokens": 5000},
-    "total_tokens": 21000,
-}
-BATCH_USAGE = {
-    "input_tokens": 3000,
-    "input_tokens_details": {"cached_tokens": 0},
-    "output_tokens": 700,
-    "output_tokens_details": {"reasoning_tokens": 0},
-    "total_tokens": 3700,
-}
-
-HAS_BACKGROUND = OPENAI_VERSION >= (1, 80, 0)
-HAS_RETRIEVE_STREAM = OPENAI_VERSION >= (1, 82, 0)
 HAS_CANCEL = OPENAI_VERSION >= (1, 83, 0)  # 1.81-1.82 cancel returns None: nothing to read
 HAS_BATCH_LIST = OPENAI_VERSION >= (1, 22, 0)
-HAS_BATCHES = OPENAI_VERSION >= (1, 18, 0)
 
-
-@pytest.fixture(autouse=True)
-def fresh_memory() -> Iterator[None]:
-    MEMORY.clear()
-    forget_recent()
-    yield
-    MEMORY.clear()
-    forget_recent()
-
-
-def background_response(status: str, usage: Any = None, rid: str = BG_ID) -> dict[str, Any]:
-    body = response_object(usage=usage)
-    body.update(id=rid, status=status, background=True, service_tier="flex")
-    if status != "completed":
-        body["output"] = []
-    return body
-
-
-def reply(payload: Any, stream: bool = False) -> Callable[..., Any]:
-    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
-        if stream:
-            return 200, SSE, sse(payload, with_event_names=True)
-        return 200, JSON, json.dumps(payload).encode()
-
-    return answer
-
-
-def terminal_events(body: dict[str, Any]) -> list[dict[str, Any]]:
-    created = {**body, "status": "in_progress", "output": [], "usage": None}
-    return [
-        {"type": "response.created", "sequence_number": 5, "response": created},
-        {"type": "response.completed", "sequence_number": 6, "response": body},
-    ]
-
-
-def run(use_async: bool, fake: FakeOpenAI, calls: Callable[[Any], Any]) -> Any:
-    """Run `calls(client)` (a coroutine function for async) on a sync or async client."""
-    if not use_async:
-        return calls(fake.client())
-    return asyncio.run(calls(fake.async_client()))
-
-
-def _derived(api: str, source: str) -> str:
-    return str(derived_event_id("openai", api, source))
+pytestmark = pytest.mark.usefixtures("fresh_object_memory")
 
 
 # --- background responses ------------------------------------------------------------------------
@@ -132,7 +78,7 @@ def test_background_response_billed_once_when_retrieved_terminal(
     assert event["api"] == "responses"
     assert event["customer_id"] == "acme"  # the creator's, remembered by object id
     assert event["source_id"] == BG_ID
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
     assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (1000, 20000, 21000)
     assert (event["cached_input_tokens"], event["reasoning_tokens"]) == (200, 5000)
     assert event["service_tier"] == "flex"
@@ -167,7 +113,7 @@ def test_background_response_finished_by_stream_response_id(
 
     run(use_async, fake, async_calls if use_async else sync_calls)
     (event,) = memory.wire()
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
     assert event["source_id"] == BG_ID
     assert event["customer_id"] == "acme"
     assert event["streaming"] is True
@@ -193,7 +139,7 @@ def test_background_create_streamed_is_billed_as_its_object(
     fake.overrides[f"/v1/responses/{BG_ID}"] = reply(done)
     client.responses.retrieve(BG_ID)
     (event,) = memory.wire()
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
     assert event["customer_id"] == "streamer"
     assert event["output_tokens"] == 20000
 
@@ -245,24 +191,6 @@ def test_object_metadata_names_the_customer_in_another_process(
 # --- batches ---------------------------------------------------------------------------------------
 
 
-def batch(status: str, usage: Any = None, bid: str = "batch_1", metadata: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": bid,
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-in",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": 1700000000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "request_counts": {"completed": 10, "failed": 0, "total": 10},
-        "metadata": metadata,
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return body
-
-
 @pytest.mark.skipif(not HAS_BATCHES, reason="batches need openai>=1.18")
 @pytest.mark.parametrize("use_async", [False, True])
 def test_batch_polled_100_times_bills_once(
@@ -294,7 +222,7 @@ def test_batch_polled_100_times_bills_once(
     assert event["service_tier"] == "batch"
     assert event["customer_id"] == "batcher"
     assert event["source_id"] == "batch_1"
-    assert event["event_id"] == _derived("batches", "batch_1")
+    assert event["event_id"] == derived("batches", "batch_1")
     assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (3000, 700, 3700)
     assert event["model"] == "gpt-4o-mini-2024-07-18"
 
@@ -372,14 +300,12 @@ def test_opt_in_writes_the_customer_into_the_batch_metadata(
     assert event["customer_id"] == "acme"
 
 
-CHILD = textwrap.dedent(
-    """
+CHILD = """
     import sys
-    sys.path.insert(0, sys.argv[2])
     import cmdrdata_autopatch as cmdrdata
     cmdrdata.patch(exporter="jsonl", jsonl_path=sys.argv[1])
     from tests.fake_openai import FakeOpenAI
-    from tests.test_objects import BATCH_USAGE, batch, reply
+    from tests.objects_support import BATCH_USAGE, batch, reply
     fake = FakeOpenAI()
     fake.overrides["/v1/batches/batch_1"] = reply(batch("completed", BATCH_USAGE))
     client = fake.client()
@@ -388,50 +314,19 @@ CHILD = textwrap.dedent(
             client.batches.retrieve("batch_1")
     cmdrdata.shutdown(timeout=10)
     """
-)
 
 
 @pytest.mark.skipif(not HAS_BATCHES, reason="batches need openai>=1.18")
 def test_two_processes_retrieving_one_batch_produce_one_event_id(tmp_path: Path) -> None:
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDRDATA_")}
     ids = []
-    for n in range(2):
-        out = tmp_path / f"p{n}.jsonl"
-        subprocess.run(
-            [sys.executable, "-c", CHILD, str(out), root], check=True, env=env, cwd=root, timeout=120
-        )
-        events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    for events in events_of_two_processes(CHILD, tmp_path):
         billed = [e for e in events if e.get("api") == "batches"]
         assert len(billed) == 1, events
         ids.append(billed[0]["event_id"])
-    assert ids[0] == ids[1] == _derived("batches", "batch_1")
+    assert ids[0] == ids[1] == derived("batches", "batch_1")
 
 
 # --- assistants runs and fine-tuning jobs --------------------------------------------------------------
-
-RUN_USAGE = {"prompt_tokens": 400, "completion_tokens": 60, "total_tokens": 460}
-
-
-def run_object(status: str, usage: Any = None) -> dict[str, Any]:
-    return {
-        "id": "run_1",
-        "object": "thread.run",
-        "created_at": 1700000000,
-        "assistant_id": "asst_1",
-        "thread_id": "thread_1",
-        "status": status,
-        "model": "gpt-4o-2024-08-06",
-        "instructions": "",
-        "tools": [],
-        "file_ids": [],
-        "metadata": {},
-        "usage": usage,
-        "parallel_tool_calls": True,
-    }
-
-
-HAS_RUN_USAGE = OPENAI_VERSION >= (1, 9, 0)
 
 
 @pytest.mark.skipif(not HAS_RUN_USAGE, reason="Run.usage needs openai>=1.9")
@@ -461,7 +356,7 @@ def test_run_retrieved_100_times_bills_once(
     (event,) = memory.wire()
     assert event["api"] == "assistants.runs"
     assert event["source_id"] == "run_1"
-    assert event["event_id"] == _derived("assistants.runs", "run_1")
+    assert event["event_id"] == derived("assistants.runs", "run_1")
     assert event["customer_id"] == "runner"
     assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (400, 60, 460)
 
@@ -539,7 +434,7 @@ def test_fine_tuning_job_bills_trained_tokens_once(
     assert event["units"] == {"trained_tokens": 123456}
     assert event["customer_id"] == "tuner"
     assert event["model"] == "ft:gpt-4o-mini-2024-07-18:org::abc"
-    assert event["event_id"] == _derived("fine_tuning.jobs", "ftjob-1")
+    assert event["event_id"] == derived("fine_tuning.jobs", "ftjob-1")
     assert event["input_tokens"] == 0 and event["usage_source"] == "reported"
 
 

@@ -4,57 +4,34 @@ and agent turns. Real SDK through mock transports, sync and async, stream and no
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 import cmdrdata_autopatch as cmdrdata
-from cmdrdata_autopatch.derived import derived_event_id, forget_recent
-from cmdrdata_autopatch.object_billing import MEMORY
 
 from .fake_openai import OPENAI_VERSION, FakeOpenAI
-from .test_objects import (
+from .objects_support import (
     BATCH_USAGE,
     BG_ID,
     BG_USAGE,
+    HAS_BACKGROUND,
+    HAS_RETRIEVE_STREAM,
     HAS_RUN_USAGE,
     RUN_USAGE,
     background_response,
     batch,
+    derived,
+    events_of_two_processes,
     reply,
+    run,
     run_object,
     terminal_events,
 )
 
-HAS_RETRIEVE_STREAM = OPENAI_VERSION >= (1, 82, 0)
-HAS_BACKGROUND = OPENAI_VERSION >= (1, 80, 0)
-
-
-@pytest.fixture(autouse=True)
-def fresh_memory() -> Iterator[None]:
-    MEMORY.clear()
-    forget_recent()
-    yield
-    MEMORY.clear()
-    forget_recent()
-
-
-def run(use_async: bool, fake: FakeOpenAI, calls: Callable[[Any], Any]) -> Any:
-    if not use_async:
-        return calls(fake.client())
-    return asyncio.run(calls(fake.async_client()))
-
-
-def _derived(api: str, source: str, part: Any = None) -> str:
-    return str(derived_event_id("openai", api, source, part))
+pytestmark = pytest.mark.usefixtures("fresh_object_memory")
 
 
 # --- 1. `.stream(response_id=, customer_id=)` keeps the customer -------------------------------------
@@ -83,7 +60,7 @@ def test_stream_response_id_keeps_the_customer_keyword(
     run(use_async, fake, async_calls if use_async else sync_calls)
     (event,) = memory.wire()
     assert event["customer_id"] == "acme"
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
     assert event["output_tokens"] == 20000
     sent = fake.requests[-1]
     assert not any(k.lower().startswith("x-cmdrdata") for k in sent.headers)  # the token never travels
@@ -142,7 +119,7 @@ def test_background_create_through_raw_responses_records_nothing_until_finished(
     run(use_async, fake, async_calls if use_async else sync_calls)
     (event,) = memory.wire()
     assert event["customer_id"] == "acme"  # remembered from the raw create
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
     assert (event["input_tokens"], event["output_tokens"]) == (1000, 20000)
     assert cmdrdata.stats()["objects"]["background_pending"] == 0
 
@@ -175,7 +152,7 @@ def test_background_raw_create_streamed_is_billed_as_its_object(
     fake.overrides[f"/v1/responses/{BG_ID}"] = reply(done)
     client.responses.retrieve(BG_ID)  # the same object: not billed again
     (event,) = memory.wire()
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
     assert event["customer_id"] == "streamer"
     assert event["output_tokens"] == 20000
 
@@ -236,7 +213,7 @@ def full_run_stream(final: str = "completed", usage: Any = RUN_USAGE) -> Callabl
 def _check_run_event(event: dict[str, Any], customer: str, streaming: bool = True) -> None:
     assert event["api"] == "assistants.runs"
     assert event["source_id"] == "run_1"
-    assert event["event_id"] == _derived("assistants.runs", "run_1")
+    assert event["event_id"] == derived("assistants.runs", "run_1")
     assert event["customer_id"] == customer
     assert event["streaming"] is streaming
     assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (400, 60, 460)
@@ -467,7 +444,7 @@ def test_batch_list_auto_pagination_bills_every_terminal_batch_once(
     assert {e["customer_id"] for e in events} == {"lister"}
     assert {e["service_tier"] for e in events} == {"batch"}
     billed = ["batch_a", "batch_c", "batch_d", "batch_e"]
-    assert {e["event_id"] for e in events} == {_derived("batches", b) for b in billed}
+    assert {e["event_id"] for e in events} == {derived("batches", b) for b in billed}
 
 
 @pytest.mark.skipif(OPENAI_VERSION < (1, 22, 0), reason="batches.list needs openai>=1.22")
@@ -563,7 +540,7 @@ def _check_eval_events(events: list[dict[str, Any]], customer: str, run_id: str 
         assert e["source_id"] == run_id
         assert e["customer_id"] == customer
         assert e["usage_source"] == "reported"
-        assert e["event_id"] == _derived("evals.runs", run_id, e["model"])
+        assert e["event_id"] == derived("evals.runs", run_id, e["model"])
 
 
 @pytest.mark.skipif(not HAS_EVALS, reason="evals need openai>=1.72")
@@ -681,7 +658,7 @@ def _check_turn_event(
 ) -> None:
     assert event["api"] == "agents.turns"
     assert event["source_id"] == tid
-    assert event["event_id"] == _derived("agents.turns", tid)
+    assert event["event_id"] == derived("agents.turns", tid)
     assert event["customer_id"] == customer
     assert event["streaming"] is streaming
     assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (1200, 450, 1650)
@@ -819,14 +796,12 @@ def test_agent_sessions_stream_helper_bills_the_turn_to_its_customer_keyword(
 
 # --- exactly once across two processes ------------------------------------------------------------------
 
-CHILD = textwrap.dedent(
-    """
+CHILD = """
     import sys
-    sys.path.insert(0, sys.argv[2])
     import cmdrdata_autopatch as cmdrdata
     cmdrdata.patch(exporter="jsonl", jsonl_path=sys.argv[1])
     from tests.fake_openai import FakeOpenAI, OPENAI_VERSION
-    from tests.test_objects import RUN_USAGE, reply, run_object
+    from tests.objects_support import RUN_USAGE, reply, run_object
     from tests.test_objects_later import EVAL_RUN, SESSION, TURN_USAGE, eval_run, full_run_stream, turn
     fake = FakeOpenAI()
     fake.overrides["/v1/threads/thread_1/runs/run_1"] = reply(run_object("completed", RUN_USAGE))
@@ -834,8 +809,8 @@ CHILD = textwrap.dedent(
     fake.overrides[EVAL_RUN] = reply(eval_run("completed"))
     fake.overrides[SESSION + "/turns/turn_1"] = reply(turn("completed", TURN_USAGE))
     client = fake.client()
-    with cmdrdata.customer("proc" + sys.argv[3]):
-        if sys.argv[3] == "0":  # one process streams the run, the other polls it
+    with cmdrdata.customer("proc" + sys.argv[2]):
+        if sys.argv[2] == "0":  # one process streams the run, the other polls it
             list(client.beta.threads.runs.create(thread_id="thread_1", assistant_id="asst_1", stream=True))
         for _ in range(3):
             client.beta.threads.runs.retrieve("run_1", thread_id="thread_1")
@@ -845,29 +820,21 @@ CHILD = textwrap.dedent(
                 client.beta.agents.sessions.turns.retrieve("turn_1", session_id="sess_1")
     cmdrdata.shutdown(timeout=10)
     """
-)
 
 
 @pytest.mark.skipif(not HAS_RUN_STREAM, reason="run streams need openai>=1.14")
 def test_two_processes_bill_runs_eval_runs_and_turns_with_one_event_id_each(tmp_path: Path) -> None:
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDRDATA_")}
-    seen = []
-    for n in range(2):
-        out = tmp_path / f"p{n}.jsonl"
-        subprocess.run(
-            [sys.executable, "-c", CHILD, str(out), root, str(n)], check=True, env=env, cwd=root, timeout=120
-        )
-        events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-        seen.append(sorted((e["api"], e["source_id"], e["event_id"]) for e in events))
-    expected = [("assistants.runs", "run_1", _derived("assistants.runs", "run_1"))]
+    seen = [
+        sorted((e["api"], e["source_id"], e["event_id"]) for e in events)
+        for events in events_of_two_processes(CHILD, tmp_path)
+    ]
+    expected = [("assistants.runs", "run_1", derived("assistants.runs", "run_1"))]
     if HAS_EVALS:
         expected += [
-            ("evals.runs", "evalrun_1", _derived("evals.runs", "evalrun_1", m))
-            for m in ("gpt-4.1-mini", "o3")
+            ("evals.runs", "evalrun_1", derived("evals.runs", "evalrun_1", m)) for m in ("gpt-4.1-mini", "o3")
         ]
     if HAS_TURNS:
-        expected.append(("agents.turns", "turn_1", _derived("agents.turns", "turn_1")))
+        expected.append(("agents.turns", "turn_1", derived("agents.turns", "turn_1")))
     assert seen[0] == seen[1] == sorted(expected)
 
 
@@ -970,7 +937,7 @@ def test_background_create_through_the_safety_net_records_nothing_until_finished
     run(use_async, fake, async_calls if use_async else sync_calls)
     (event,) = memory.wire()
     assert event["customer_id"] == "net"
-    assert event["event_id"] == _derived("responses", BG_ID)
+    assert event["event_id"] == derived("responses", BG_ID)
 
 
 def test_opt_in_metadata_only_where_the_sdk_method_takes_it(
