@@ -32,6 +32,7 @@ from .transports import Outcome, SendResult, Transport
 
 if TYPE_CHECKING:
     from .spool import Spool
+    from .spoolfs import LoadResult
 
 _monotonic = time.monotonic
 NOTE_DELIVERY_EVERY = 10.0  # seconds between writes of the spool's "last delivery" stamp
@@ -403,8 +404,13 @@ class SenderPool:
     # -- reading the spool back ----------------------------------------------------------------------
 
     def load(self, orphans: bool) -> None:
+        """Read the next lines off the disk into the ready queue. `loading` is cleared in the locked step
+        that counts what was read: cleared before, another sender could read an emptied disk in between
+        and write the counted backlog off as `spool_lost` (and a flush would see a negative count)."""
         spool = self.spool
         state = self.state
+        result: Optional[LoadResult] = None
+        limit = 1
         try:
             with state.lock:
                 limit = max(1, min(self.replay_batch, self._room_locked()))
@@ -412,28 +418,30 @@ class SenderPool:
         finally:
             with state.lock:
                 state.loading = False
-        if result is None:
-            return
-        with state.lock:
-            local = 0
-            for entry in result.entries:
-                state.ready.push(Item(entry.event_id, entry.body, local=entry.local, entry=entry))
-                local += entry.local
-            ledger = state.ledger
-            ledger.spool_pending -= local + result.lost_local
-            if result.lost_local:
-                ledger.drop("spool_corrupt", result.lost_local)
-            if not orphans and not result.entries and not result.lost_local and ledger.spool_pending > 0:
-                # the spool has nothing left for us although we think it has: never spin on it
-                ledger.drop("spool_lost", ledger.spool_pending)
-                ledger.spool_pending = 0
-            if orphans and len(result.entries) < limit:
-                state.orphan_scan = False
-            if state.ready:
-                self.wake_locked()
-            state.send_cv.notify_all()
-            state.done_cv.notify_all()
+                if result is not None:
+                    self._count_loaded_locked(result, orphans, limit)
         self.spawn_pending()
+
+    def _count_loaded_locked(self, result: LoadResult, orphans: bool, limit: int) -> None:
+        state = self.state
+        local = 0
+        for entry in result.entries:
+            state.ready.push(Item(entry.event_id, entry.body, local=entry.local, entry=entry))
+            local += entry.local
+        ledger = state.ledger
+        ledger.spool_pending -= local + result.lost_local
+        if result.lost_local:
+            ledger.drop("spool_corrupt", result.lost_local)
+        if not orphans and not result.entries and not result.lost_local and ledger.spool_pending > 0:
+            # the spool has nothing left for us although we think it has: never spin on it
+            ledger.drop("spool_lost", ledger.spool_pending)
+            ledger.spool_pending = 0
+        if orphans and len(result.entries) < limit:
+            state.orphan_scan = False
+        if state.ready:
+            self.wake_locked()
+        state.send_cv.notify_all()
+        state.done_cv.notify_all()
 
     def send_inline(self, until: float) -> None:
         """No sender thread could run (interpreter shutdown): send on the calling thread until `until`."""

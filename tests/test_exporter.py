@@ -29,6 +29,7 @@ from cmdrdata_autopatch.exporter import (
     build_exporter,
 )
 from cmdrdata_autopatch.httptransport import HttpTransport
+from cmdrdata_autopatch.sender import SenderPool
 from cmdrdata_autopatch.spool import Spool
 from cmdrdata_autopatch.transports import (
     ConsoleTransport,
@@ -249,10 +250,66 @@ def test_overflow_with_spool_goes_to_disk_then_is_delivered(
     assert_invariant(stats)
     delivered = set(transport.event_ids)
     lost = sum(stats["dropped"].values())
-    assert lost == 0  # a queue of 200 with a spool drops nothing: the excess waits on disk
+    assert lost == 0, stats  # a queue of 200 with a spool drops nothing: the excess waits on disk
     assert len(delivered) == stats["delivered"] == 1000
     exporter.shutdown(1)
     assert list(tmp_path.glob("*.jsonl")) == []  # every segment acknowledged and deleted
+
+
+def _widen_the_counting_window() -> Callable[..., Any]:
+    """A thread trace that stretches the moment in a sender's `load()` between reading lines off the
+    disk and counting them, whenever the read is already marked finished there (`loading` is clear)
+    and the state lock is free: it wakes every other sender, as a settled attempt would, and sleeps."""
+    seen: set[int] = set()
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        result = frame.f_locals.get("result")
+        pool = frame.f_locals.get("self")
+        if event != "line" or id(frame) in seen or result is None or not result.entries:
+            return local
+        state = pool.state
+        if state.loading or state.lock._is_owned():
+            return local
+        seen.add(id(frame))
+        with state.lock:
+            state.send_cv.notify_all()
+        time.sleep(0.05)
+        return local
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is SenderPool.load.__code__:
+            return local
+        return None
+
+    return trace
+
+
+def test_a_second_sender_never_takes_a_spool_read_in_progress_for_lost_events(
+    exporters: list[BackgroundExporter], tmp_path: Path
+) -> None:
+    # Regression: a sender marked its spool read finished before it counted what it had read. Another
+    # sender woken in that window read again, found the disk empty, and wrote the rest of the on-disk
+    # backlog off as `spool_lost`; the pending count then went negative, so a flush returned early.
+    transport = GateTransport(open_=False)
+    threading.settrace(_widen_the_counting_window())
+    try:
+        exporter = new(exporters, transport, queue_size=20, spool=Spool(tmp_path), max_in_flight=8)
+        for i in range(300):
+            exporter.record(make_event(i))
+            if i % 20 == 0:
+                time.sleep(0.005)
+        exporter.flush(1.0)
+        assert exporter.stats()["spool_pending"] > 100  # most of the backlog is on disk only
+        transport.gate.set()
+        done = exporter.flush(30)
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    stats = exporter.stats()
+    assert done[1] == 0, stats
+    assert stats["dropped"] == {}, stats
+    assert stats["delivered"] == 300 == len(set(transport.event_ids)), stats
+    assert stats["spool_pending"] == 0, stats
+    assert_invariant(stats)
 
 
 def test_events_are_written_ahead_during_an_outage(
