@@ -13,9 +13,9 @@ POST, but one write and one read per burst). With a CPU-bound application every 
 waits for the application to let go, so a burst pays those waits once instead of once per event.
 
 Each sender asks `next_action()` what to do (`Action`): send the oldest ready events, read a batch back from
-the spool (this process's own backlog first, then orphaned segments of dead processes, until none is
-left), or stop (a fork or shutdown bumped the generation). `settle()` applies one attempt's outcome: the
-ledger, the spool's ack log, and `Health` (pause, window).
+the spool (`backlog.py`: this process's own backlog first, then orphaned segments of dead processes, until
+none is left), or stop (a fork or shutdown bumped the generation). `settle()` applies one attempt's
+outcome: the ledger, the spool's ack log, and `Health` (pause, window).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _process
+from .backlog import SpoolBacklog
 from .diagnostics import logger, redact, report_internal_error
 from .pending import DeliveryState, Item, Lifecycle
 from .transports import Outcome, SendResult, Transport
 
 if TYPE_CHECKING:
     from .spool import Spool
-    from .spoolfs import LoadResult
 
 _monotonic = time.monotonic
 NOTE_DELIVERY_EVERY = 10.0  # seconds between writes of the spool's "last delivery" stamp
@@ -48,8 +48,8 @@ class Action(enum.Enum):
     STOP = "stop"
 
 
-class SenderPool:
-    """The sender threads of one pipeline and the settle/load logic they run."""
+class SenderPool(SpoolBacklog):
+    """The sender threads of one pipeline and the settle logic they run (spool reading: `SpoolBacklog`)."""
 
     def __init__(
         self,
@@ -260,29 +260,6 @@ class SenderPool:
         finally:
             box[0] -= 1
 
-    def _room_locked(self) -> int:
-        state = self.state
-        return self.queue_size - len(state.ready) - state.in_flight
-
-    def _load_due_locked(self, now: float) -> Optional[bool]:
-        """None, or whether to load orphans (True) or our own on-disk backlog (False)."""
-        state = self.state
-        if self.spool is None or state.loading or state.ready or self._room_locked() <= 0:
-            return None
-        if state.health.failing:
-            return None  # nothing to gain from reading more while the backend is failing
-        if state.ledger.spool_pending > 0:
-            return False
-        if state.orphan_scan and (now >= state.orphan_at or state.flush_requests or state.exiting):
-            return True
-        return None
-
-    def _orphan_wait_locked(self, now: float) -> Optional[float]:
-        state = self.state
-        if self.spool is not None and state.orphan_scan and not state.loading and now < state.orphan_at:
-            return state.orphan_at - now
-        return None
-
     # -- one attempt ---------------------------------------------------------------------------------
 
     def _measured(self, seconds: float) -> None:
@@ -366,17 +343,6 @@ class SenderPool:
         if message:
             (logger.error if "rejected the API key" in message else logger.warning)(message)
 
-    def _note_delivery(self, spool: Spool) -> None:
-        """Every few seconds of delivering: stamp the spool and look for orphans to replay (unlocked)."""
-        spool.note_delivery()
-        if not self.state.orphan_scan and spool.has_orphans():
-            with self.state.lock:
-                self.state.orphan_scan, self.state.orphan_at = (
-                    True,
-                    _monotonic(),
-                )  # a delivering process replays
-                self.wake_locked()
-
     def _retry_locked(self, item: Item, result: SendResult) -> Optional[str]:
         state = self.state
         now = _monotonic()
@@ -400,48 +366,6 @@ class SenderPool:
             state.health.on_retry(now, result.retry_after)
         state.send_cv.notify_all()  # waiting senders re-read the pause
         return None
-
-    # -- reading the spool back ----------------------------------------------------------------------
-
-    def load(self, orphans: bool) -> None:
-        """Read the next lines off the disk into the ready queue. `loading` is cleared in the locked step
-        that counts what was read: cleared before, another sender could read an emptied disk in between
-        and write the counted backlog off as `spool_lost` (and a flush would see a negative count)."""
-        spool = self.spool
-        state = self.state
-        result: Optional[LoadResult] = None
-        limit = 1
-        try:
-            with state.lock:
-                limit = max(1, min(self.replay_batch, self._room_locked()))
-            result = spool.load(limit, orphans=orphans) if spool is not None else None
-        finally:
-            with state.lock:
-                state.loading = False
-                if result is not None:
-                    self._count_loaded_locked(result, orphans, limit)
-        self.spawn_pending()
-
-    def _count_loaded_locked(self, result: LoadResult, orphans: bool, limit: int) -> None:
-        state = self.state
-        local = 0
-        for entry in result.entries:
-            state.ready.push(Item(entry.event_id, entry.body, local=entry.local, entry=entry))
-            local += entry.local
-        ledger = state.ledger
-        ledger.spool_pending -= local + result.lost_local
-        if result.lost_local:
-            ledger.drop("spool_corrupt", result.lost_local)
-        if not orphans and not result.entries and not result.lost_local and ledger.spool_pending > 0:
-            # the spool has nothing left for us although we think it has: never spin on it
-            ledger.drop("spool_lost", ledger.spool_pending)
-            ledger.spool_pending = 0
-        if orphans and len(result.entries) < limit:
-            state.orphan_scan = False
-        if state.ready:
-            self.wake_locked()
-        state.send_cv.notify_all()
-        state.done_cv.notify_all()
 
     def send_inline(self, until: float) -> None:
         """No sender thread could run (interpreter shutdown): send on the calling thread until `until`."""
