@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 import cmdrdata_autopatch as cmdrdata
+from cmdrdata_autopatch.derived import forget_recent
 from cmdrdata_autopatch.diagnostics import reset_internal_errors
 from cmdrdata_autopatch.exporter import BackgroundExporter
+from cmdrdata_autopatch.object_billing import MEMORY
 
 from .apps.harness import RecordingServer
 from .fake_openai import FakeOpenAI, LoopbackOpenAI
@@ -77,9 +79,6 @@ def exporters() -> Iterator[list[BackgroundExporter]]:
 def fresh_object_memory() -> Iterator[None]:
     """Forget the object customers and recently billed ids this process holds, before and after a test
     of server-side objects: each test starts as a process that has never seen the object."""
-    from cmdrdata_autopatch.derived import forget_recent
-    from cmdrdata_autopatch.object_billing import MEMORY
-
     MEMORY.clear()
     forget_recent()
     yield
